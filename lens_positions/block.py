@@ -1,0 +1,65 @@
+"""One transformer block: its increments, its positions, attention and MLP.
+
+Every block owns ``hook_delta`` and ``hook_position``, whatever the variant: for ``none`` δ is all
+ones, for ``shared`` it is the one δ computed from the embedding, for ``per_layer`` the block's own
+increment MLP reads its residual stream. Editing ``hook_delta`` changes this layer's positions
+only; editing ``hook_position`` sets them directly.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from lens_positions.components import Attention, GatedMLP, RMSNorm
+from lens_positions.config import IncrementConfig
+from lens_positions.increments import DeltaMLP, positions_from_deltas
+from lens_positions.kv_cache import LayerKVCache
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: IncrementConfig, layer: int):
+        super().__init__()
+        self.cfg = cfg
+        self.layer = layer
+        self.ln1 = RMSNorm(cfg.d_model, cfg.eps)
+        self.attn = Attention(cfg)
+        self.ln2 = RMSNorm(cfg.d_model, cfg.eps)
+        self.mlp = GatedMLP(cfg)
+        self.delta_mlp = DeltaMLP(cfg, bounded=True) if cfg.increments == "per_layer" else None
+        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.hook_delta = HookPoint()  # [batch, pos] or [batch, pos, head_index]
+        self.hook_position = HookPoint()  # same shape as hook_delta, float32
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def increments(
+        self, resid_pre: Float[Tensor, "batch pos d_model"], shared_delta: Tensor | None
+    ) -> Float[Tensor, "batch pos *heads"]:
+        """This layer's δ before its hook."""
+        if self.delta_mlp is not None:
+            return self.delta_mlp(resid_pre)
+        if shared_delta is not None:
+            return shared_delta
+        return torch.ones(resid_pre.shape[:2], dtype=torch.float32, device=resid_pre.device)
+
+    def forward(
+        self,
+        resid: Float[Tensor, "batch pos d_model"],
+        shared_delta: Tensor | None = None,
+        cache: LayerKVCache | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        resid_pre = self.hook_resid_pre(resid)
+        delta = self.hook_delta(self.increments(resid_pre, shared_delta))
+        start = 0.0 if cache is None else cache.start_position(resid.shape[0], resid.device)
+        position = self.hook_position(positions_from_deltas(delta, start))
+        if cache is not None:
+            cache.record_positions(position)
+        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre), position, cache))
+        resid_mid = self.hook_resid_mid(resid_pre + attn_out)
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
+        return self.hook_resid_post(resid_mid + mlp_out)

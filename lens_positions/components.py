@@ -1,0 +1,147 @@
+"""The transformer's parts, with a TransformerLens `HookPoint` on every intermediate.
+
+Weights use TransformerLens's shapes and names (``W_Q`` [n_heads, d_model, d_head], ``W_O``
+[n_heads, d_head, d_model], ``W_in``/``W_gate`` [d_model, d_mlp], ``W_out`` [d_mlp, d_model]) so
+that `ActivationCache` helpers such as ``stack_head_results`` work on them. There are no biases.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from lens_positions.config import IncrementConfig
+from lens_positions.kv_cache import LayerKVCache
+from lens_positions.rotary import apply_rotary, rotary_cos_sin
+
+
+class RMSNorm(nn.Module):
+    """``w * x / sqrt(mean(x^2) + eps)``. Hooks: ``hook_scale`` [batch, pos, 1], ``hook_normalized``.
+
+    ``eps=None`` uses ``torch.finfo(x.dtype).eps`` (torch.nn.RMSNorm's default).
+    """
+
+    def __init__(self, d_model: int, eps: float | None = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(d_model))
+        self.hook_scale = HookPoint()
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + eps).sqrt())
+        return self.hook_normalized(x / scale) * self.w
+
+
+def _heads_in(x: Tensor, W: Tensor) -> Tensor:
+    """[batch, pos, d_model] @ W [n_heads, d_model, d_head] -> [batch, pos, n_heads, d_head], one matmul."""
+    n_heads, d_model, d_head = W.shape
+    flat = W.permute(1, 0, 2).reshape(d_model, n_heads * d_head)
+    return (x @ flat).unflatten(-1, (n_heads, d_head))
+
+
+class Attention(nn.Module):
+    """Causal multi-head attention with rotary on real-valued positions.
+
+    Uses ``scaled_dot_product_attention`` unless something needs the scores or the pattern (a hook
+    on ``hook_attn_scores`` / ``hook_pattern``, e.g. `run_with_cache`, or ``cfg.use_sdpa=False``);
+    then it materialises them as TransformerLens does. Scores are masked with -inf before
+    ``hook_attn_scores``, as in TransformerLens.
+    """
+
+    def __init__(self, cfg: IncrementConfig):
+        super().__init__()
+        self.cfg = cfg
+        H, d, dh = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.W_Q = nn.Parameter(torch.empty(H, d, dh))
+        self.W_K = nn.Parameter(torch.empty(H, d, dh))
+        self.W_V = nn.Parameter(torch.empty(H, d, dh))
+        self.W_O = nn.Parameter(torch.empty(H, dh, d))
+        for W in (self.W_Q, self.W_K, self.W_V, self.W_O):
+            nn.init.normal_(W, std=cfg.initializer_range)
+        self.attn_scale = math.sqrt(dh)
+        self.hook_q = HookPoint()  # [batch, pos, head_index, d_head]
+        self.hook_k = HookPoint()
+        self.hook_v = HookPoint()
+        self.hook_rot_q = HookPoint()
+        self.hook_rot_k = HookPoint()
+        self.hook_attn_scores = HookPoint()  # [batch, head_index, query_pos, key_pos]
+        self.hook_pattern = HookPoint()
+        self.hook_z = HookPoint()  # [batch, pos, head_index, d_head]
+
+    def needs_pattern(self) -> bool:
+        """True when the attention scores or pattern must be materialised."""
+        return (
+            not self.cfg.use_sdpa
+            or self.hook_attn_scores.has_hooks()
+            or self.hook_pattern.has_hooks()
+        )
+
+    def forward(
+        self,
+        x: Float[Tensor, "batch pos d_model"],
+        positions: Float[Tensor, "batch pos *heads"],
+        cache: LayerKVCache | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        q = self.hook_q(_heads_in(x, self.W_Q))
+        k = self.hook_k(_heads_in(x, self.W_K))
+        v = self.hook_v(_heads_in(x, self.W_V))
+        cos, sin = rotary_cos_sin(positions, self.cfg.d_head, self.cfg.rope_theta)
+        q = self.hook_rot_q(apply_rotary(q, cos, sin))
+        k = self.hook_rot_k(apply_rotary(k, cos, sin))
+        if cache is not None:
+            k, v = cache.append(k, v)
+        n_q, n_k = q.shape[1], k.shape[1]
+        past = n_k - n_q
+        if self.needs_pattern():
+            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / self.attn_scale
+            allowed = torch.ones(n_q, n_k, dtype=torch.bool, device=x.device).tril(past)
+            scores = self.hook_attn_scores(scores.masked_fill(~allowed, float("-inf")))
+            pattern = F.softmax(scores, dim=-1)
+            pattern = self.hook_pattern(torch.nan_to_num(pattern, nan=0.0))
+            z = torch.einsum("bhqk,bkhd->bqhd", pattern.to(v.dtype), v)
+        else:
+            mask = None
+            if past and n_q > 1:
+                mask = torch.ones(n_q, n_k, dtype=torch.bool, device=x.device).tril(past)
+            z = F.scaled_dot_product_attention(
+                q.transpose(1, 2),
+                k.transpose(1, 2),
+                v.transpose(1, 2),
+                attn_mask=mask,
+                is_causal=(past == 0 and n_q > 1),
+            ).transpose(1, 2)
+        z = self.hook_z(z)
+        H, dh, d = self.W_O.shape
+        return z.flatten(-2) @ self.W_O.reshape(H * dh, d)
+
+
+class GatedMLP(nn.Module):
+    """SwiGLU: ``W_out(silu(x W_gate) * (x W_in))``.
+
+    Hooks as TransformerLens's gated MLP: ``hook_pre`` (x W_gate), ``hook_pre_linear`` (x W_in),
+    ``hook_post`` (their gated product) [batch, pos, d_mlp].
+    """
+
+    def __init__(self, cfg: IncrementConfig):
+        super().__init__()
+        self.W_gate = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
+        self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
+        self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
+        for W in (self.W_gate, self.W_in, self.W_out):
+            nn.init.normal_(W, std=cfg.initializer_range)
+        self.hook_pre = HookPoint()
+        self.hook_pre_linear = HookPoint()
+        self.hook_post = HookPoint()
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        pre = self.hook_pre(x @ self.W_gate)
+        pre_linear = self.hook_pre_linear(x @ self.W_in)
+        post = self.hook_post(F.silu(pre) * pre_linear)
+        return post @ self.W_out

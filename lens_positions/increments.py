@@ -1,0 +1,98 @@
+"""Where δ comes from: the increment MLP, the frozen per-token table, and positions from δ.
+
+A token's position is the running sum of increments up to and including it,
+``p_t = sum_{s<=t} δ_s``, so with every δ = 1 the positions are 1, 2, 3, ... (RoPE only ever sees
+differences of positions, so the offset of 1 against the usual 0, 1, 2, ... changes nothing).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from lens_positions.components import RMSNorm
+from lens_positions.config import IncrementConfig
+
+#: softplus^-1(1) = log(e - 1): the shared MLP's output bias that makes δ exactly 1 at init.
+SOFTPLUS_BIAS_FOR_ONE = math.log(math.expm1(1.0))
+
+
+def sigmoid_bias_for_one(max_delta: float) -> float:
+    """Bias b with ``max_delta * sigmoid(b) == 1``: the per-layer MLP's output bias at init."""
+    return -math.log(max_delta - 1.0)
+
+
+class DeltaMLP(nn.Module):
+    """The increment MLP: Linear(d_model -> d_delta) -> GELU -> Linear(-> 1 or n_heads) -> squash.
+
+    ``bounded=False`` (shared variant): reads the token embedding, ``δ = softplus(x)``.
+    ``bounded=True`` (per-layer variant): RMSNorm on the residual stream first, then
+    ``δ = max_delta * sigmoid(x)``; the norm keeps the residual's growing magnitude from driving δ.
+
+    The output layer's weight starts at zero and its bias at the value that gives δ = 1, so every
+    model starts as exact integer RoPE; gradients reach the first layer once the output weight moves.
+
+    Hooks: ``ln.hook_scale`` / ``ln.hook_normalized`` (bounded only), ``hook_pre`` [batch, pos,
+    d_delta] before GELU, ``hook_post`` after it, ``hook_raw`` [batch, pos, n_out] before the squash.
+    """
+
+    def __init__(self, cfg: IncrementConfig, bounded: bool):
+        super().__init__()
+        self.bounded = bounded
+        self.max_delta = cfg.max_delta
+        self.n_out = cfg.n_delta_outputs
+        self.ln = RMSNorm(cfg.d_model, cfg.delta_eps) if bounded else None
+        self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_delta))
+        self.b_in = nn.Parameter(torch.zeros(cfg.d_delta))
+        self.W_out = nn.Parameter(torch.zeros(cfg.d_delta, self.n_out))
+        self.b_out = nn.Parameter(torch.full((self.n_out,), self.bias_for_one()))
+        nn.init.normal_(self.W_in, std=cfg.initializer_range)
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
+        self.hook_raw = HookPoint()
+
+    def bias_for_one(self) -> float:
+        return sigmoid_bias_for_one(self.max_delta) if self.bounded else SOFTPLUS_BIAS_FOR_ONE
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos *heads"]:
+        """δ for every token, float32: [batch, pos], or [batch, pos, n_heads] with per-head rates."""
+        if self.ln is not None:
+            x = self.ln(x)
+        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        post = self.hook_post(F.gelu(pre))
+        raw = self.hook_raw(post @ self.W_out + self.b_out)
+        raw = raw.float()  # squash in float32 so δ keeps its precision under bf16 autocast
+        delta = self.max_delta * torch.sigmoid(raw) if self.bounded else F.softplus(raw)
+        return delta.squeeze(-1) if self.n_out == 1 else delta
+
+
+class DeltaTable(nn.Module):
+    """Frozen per-token increments: a [d_vocab] (or [d_vocab, n_heads]) buffer, not trained."""
+
+    def __init__(self, cfg: IncrementConfig):
+        super().__init__()
+        shape = (cfg.d_vocab,) if cfg.n_delta_outputs == 1 else (cfg.d_vocab, cfg.n_delta_outputs)
+        self.register_buffer("deltas", torch.ones(shape, dtype=torch.float32))
+
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos *heads"]:
+        return self.deltas[tokens]
+
+
+def positions_from_deltas(
+    delta: Float[Tensor, "batch pos *heads"], start: Tensor | float = 0.0
+) -> Float[Tensor, "batch pos *heads"]:
+    """Running sum of increments along the sequence, float32, offset by ``start``.
+
+    ``start`` is the position of the token before the first one (0 for a fresh sequence; the last
+    cached position when generating with a key/value cache): [batch] or [batch, n_heads].
+    """
+    with torch.autocast(device_type=delta.device.type, enabled=False):
+        positions = torch.cumsum(delta.float(), dim=1)
+        if isinstance(start, Tensor):
+            start = start.unsqueeze(1)
+        return positions + start
