@@ -9,6 +9,8 @@ table and writes its figures and tables under ``--out``:
 - `analyses.word_boundaries`: Chinese word boundaries vs jieba, and English word starts (§3.3).
 - `analyses.entities`: multi-word entities vs reversed order, with two controls (§3.4).
 - `analyses.head_rates`: per-head δ against attention look-back distance (§3.5).
+- `analyses.loss_comparison`: validation losses of the variants (§2).
+- `analyses.word_index_probes`: word-index probes (§4).
 
 Shared helpers (loading models and texts, batched runs, Markdown tables, figures) live in
 `analyses._common`.

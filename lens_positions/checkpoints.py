@@ -75,12 +75,15 @@ def save_pretrained(
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a saved model is an ordinary folder
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         if dtype is not None:
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "lens_positions"})
-        (tmp / CONFIG_FILE).write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n")
+        config = model.cfg.to_dict()
+        config["device"] = "cpu"  # a property of the process that loads it, not of the model
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         if card is not None:
             (tmp / CARD_FILE).write_text(card)
         for name, content in (extra_files or {}).items():
@@ -136,6 +139,7 @@ def load_pretrained(name_or_dir: str | Path, device: str | None = None) -> Hooke
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights}: corrupt or unreadable safetensors file ({e})") from e
+    cfg.device = "cpu"  # where the weights are now (a config saved on a GPU says cuda)
     model = HookedIncrementTransformer(cfg)
     load_state(model, state, str(weights))
     if device is not None:

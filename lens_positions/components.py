@@ -17,7 +17,7 @@ from transformer_lens.hook_points import HookPoint
 
 from lens_positions.config import IncrementConfig
 from lens_positions.kv_cache import LayerKVCache
-from lens_positions.rotary import apply_rotary, rotary_cos_sin
+from lens_positions.rotary import rotate_queries_keys
 
 
 class RMSNorm(nn.Module):
@@ -92,19 +92,28 @@ class Attention(nn.Module):
         q = self.hook_q(_heads_in(x, self.W_Q))
         k = self.hook_k(_heads_in(x, self.W_K))
         v = self.hook_v(_heads_in(x, self.W_V))
-        cos, sin = rotary_cos_sin(positions, self.cfg.d_head, self.cfg.rope_theta)
-        q = self.hook_rot_q(apply_rotary(q, cos, sin))
-        k = self.hook_rot_k(apply_rotary(k, cos, sin))
+        q, k = rotate_queries_keys(q, k, positions, self.cfg.rope_theta)
+        q, k = self.hook_rot_q(q), self.hook_rot_k(k)
         if cache is not None:
             k, v = cache.append(k, v)
         n_q, n_k = q.shape[1], k.shape[1]
         past = n_k - n_q
         if self.needs_pattern():
-            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / self.attn_scale
+            # Scale and mask in place: the [batch, head, q, k] tensors are the largest of the
+            # model, and each out-of-place pass would allocate (and on CPU page in) another.
+            # Neither op's backward needs its input, so autograd allows it; values are unchanged.
+            scores = torch.einsum("bqhd,bkhd->bhqk", q, k)
+            scores.div_(self.attn_scale)
             allowed = torch.ones(n_q, n_k, dtype=torch.bool, device=x.device).tril(past)
-            scores = self.hook_attn_scores(scores.masked_fill(~allowed, float("-inf")))
+            scores = self.hook_attn_scores(scores.masked_fill_(~allowed, float("-inf")))
             pattern = F.softmax(scores, dim=-1)
-            pattern = self.hook_pattern(torch.nan_to_num(pattern, nan=0.0))
+            # Rows a hook masked entirely are NaN after softmax: zero them. Softmax's backward
+            # needs its output, so only without autograd may this happen in place.
+            if pattern.requires_grad:
+                pattern = torch.nan_to_num(pattern, nan=0.0)
+            else:
+                pattern.nan_to_num_(nan=0.0)
+            pattern = self.hook_pattern(pattern)
             z = torch.einsum("bhqk,bkhd->bqhd", pattern.to(v.dtype), v)
         else:
             mask = None

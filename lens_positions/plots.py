@@ -74,7 +74,18 @@ CJK_FAMILIES: tuple[str, ...] = (
     "Arial Unicode MS",
 )
 #: File-name fragments of CJK fonts, for fonts installed after matplotlib built its font cache.
-_CJK_FILE_HINTS = ("notosanscjk", "notoserifcjk", "sourcehan", "wqy", "droidsansfallback", "uming", "ukai", "simhei", "msyh", "pingfang")
+_CJK_FILE_HINTS = (
+    "notosanscjk",
+    "notoserifcjk",
+    "sourcehan",
+    "wqy",
+    "droidsansfallback",
+    "uming",
+    "ukai",
+    "simhei",
+    "msyh",
+    "pingfang",
+)
 #: CSS font stack of the HTML page (the viewer's own fonts render it).
 _CSS_FONTS = (
     '"Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "PingFang SC", '
@@ -217,7 +228,9 @@ def spaced_text_data(
     model: HookedIncrementTransformer,
     text: str,
     head: int | None = None,
-    fwd_hooks: Sequence[tuple[Any, Callable[..., Any]]] | Callable[[torch.Tensor], Sequence[Any]] | None = None,
+    fwd_hooks: Sequence[tuple[Any, Callable[..., Any]]]
+    | Callable[[torch.Tensor], Sequence[Any]]
+    | None = None,
 ) -> SpacedText:
     """Run ``text`` (after the separator) and collect every reported layer's δ per character.
 
@@ -230,7 +243,9 @@ def spaced_text_data(
         raise ValueError("empty text: nothing to draw")
     ids = encode(text, prepend_separator=True)
     if len(ids) > model.cfg.n_ctx:
-        raise ValueError(f"text is {len(ids)} tokens with the separator; the context is {model.cfg.n_ctx}")
+        raise ValueError(
+            f"text is {len(ids)} tokens with the separator; the context is {model.cfg.n_ctx}"
+        )
     tokens = torch.tensor([ids], dtype=torch.long, device=model.W_E.device)
     rows = delta_rows(model)
     names = [f"blocks.{layer}.hook_delta" for layer, _ in rows]
@@ -279,7 +294,9 @@ def _unit_em(data: SpacedText) -> float:
 
 
 def _scale_note(scale: Scale) -> str:
-    return "each row scaled by its own mean increment" if scale == "row" else "all rows on one scale"
+    return (
+        "each row scaled by its own mean increment" if scale == "row" else "all rows on one scale"
+    )
 
 
 def plot_spaced_text(
@@ -311,15 +328,24 @@ def plot_spaced_text(
         spans.append((x, _unit_em(data) * em_in))
     width_in = max((x.max() + 1.5) * unit for x, unit in spans) + label_in + 0.3
     if width_in > max_width_in:
-        warnings.warn(f"spaced-text figure is {width_in:.0f} in wide; glyphs may be cramped", stacklevel=2)
+        # Too long to draw at full size: shrink the spacing (glyphs keep their size and may touch).
+        warnings.warn(
+            f"spaced-text figure would be {width_in:.1f} in wide; spacing shrunk to fit "
+            f"{max_width_in:.0f} in (draw shorter texts for legible glyphs)",
+            stacklevel=2,
+        )
+        factor = (max_width_in - label_in - 0.3) / (width_in - label_in - 0.3)
+        spans = [(x, unit * factor) for x, unit in spans]
         width_in = max_width_in
     heights = [len(d.rows) * row_in + gap_in for d in texts]
-    height_in = sum(heights) + (0.5 if title else 0.2)
+    height_in = sum(heights) + 0.5
     fig = Figure(figsize=(width_in, height_in))
-    top = 1.0 - (0.5 if title else 0.2) / height_in
+    top = 1.0 - 0.5 / height_in  # room for the header
     for data, (x, unit_in), h_in in zip(texts, spans, heights, strict=True):
         ax_h = (h_in - gap_in) / height_in
-        ax = fig.add_axes((label_in / width_in, top - ax_h, (width_in - label_in - 0.3) / width_in, ax_h))
+        ax = fig.add_axes(
+            (label_in / width_in, top - ax_h, (width_in - label_in - 0.3) / width_in, ax_h)
+        )
         top -= h_in / height_in
         ax_w_units = (width_in - label_in - 0.3) / unit_in
         ax.set_xlim(-0.75, -0.75 + ax_w_units)
@@ -330,15 +356,36 @@ def plot_spaced_text(
         for r, label in enumerate(data.rows):
             y = -r
             ax.plot([x[r, 0], x[r, -1]], [y - 0.28, y - 0.28], color="0.88", lw=0.8, zorder=0)
-            name = label + (f" ({data.head_note})" if data.head_note else "")
-            ax.text(-0.01, y, name, transform=label_tf, ha="right", va="center", fontsize=fontsize * 0.7, color="0.35")
+            # The header names the head reduction once, rather than every row label.
+            ax.text(
+                -0.01,
+                y,
+                label,
+                transform=label_tf,
+                ha="right",
+                va="center",
+                fontsize=fontsize * 0.7,
+                color="0.35",
+            )
             for ch, xc in zip(data.chars, x[r], strict=True):
                 glyph = _glyph(ch)
                 color = "0.6" if glyph != ch else "black"
-                ax.text(xc, y, glyph, ha="center", va="center", fontsize=fontsize, family=families, color=color)
+                ax.text(
+                    xc,
+                    y,
+                    glyph,
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize,
+                    family=families,
+                    color=color,
+                )
             if byte_x is not None:
-                ax.plot(byte_x[r], np.full(byte_x.shape[1], y - 0.28), "|", color="0.55", ms=3, mew=0.6)
-    header = (title + " — " if title else "") + _scale_note(scale)
+                ax.plot(
+                    byte_x[r], np.full(byte_x.shape[1], y - 0.28), "|", color="0.55", ms=3, mew=0.6
+                )
+    notes = list(dict.fromkeys(d.head_note for d in texts if d.head_note))
+    header = " — ".join([t for t in [title, *notes, _scale_note(scale)] if t])
     fig.text(0.01, 1 - 0.04 / height_in, header, fontsize=fontsize * 0.7, color="0.3", va="top")
     return fig
 
@@ -393,7 +440,9 @@ def _tooltip(data: SpacedText, row: int, index: int, sl: slice) -> str:
     code = f"U+{ord(ch):04X}" if len(ch) == 1 else "invalid UTF-8"
     byte_hex = " ".join(f"{b:02X}" for b in data.char_bytes[index])
     parts = [f"{d:.3f}" for d in data.byte_deltas[row, sl]]
-    delta = " + ".join(parts) + (f" = {data.char_increments[row, index]:.3f}" if len(parts) > 1 else "")
+    delta = " + ".join(parts) + (
+        f" = {data.char_increments[row, index]:.3f}" if len(parts) > 1 else ""
+    )
     shown = ch if _glyph(ch) == ch else repr(ch)
     label = data.rows[row] + (f" ({data.head_note})" if data.head_note else "")
     return (
@@ -431,7 +480,9 @@ def spaced_text_html(
         for r, label in enumerate(data.rows):
             y = (r + 0.7) * row_px
             name = label + (f" ({data.head_note})" if data.head_note else "")
-            parts.append(f'<text class="lab" x="{label_px - 14:.0f}" y="{y:.1f}" text-anchor="end">{html.escape(name)}</text>')
+            parts.append(
+                f'<text class="lab" x="{label_px - 14:.0f}" y="{y:.1f}" text-anchor="end">{html.escape(name)}</text>'
+            )
             x2 = {key: float(x[r, -1]) for key, x in xs.items()}
             parts.append(
                 f'<line class="base" x1="{label_px:.1f}" x2="{x2[scale[0]]:.1f}" y1="{y + 0.3 * font_px:.1f}" '
@@ -452,7 +503,9 @@ def spaced_text_html(
     checked[scale] = " checked"
     body = "\n".join(panels)
     # The texts as data for scripts reading the page; "</" is escaped so no text can end the tag.
-    raw = json.dumps({"texts": [d.text for d in texts], "rows": [d.rows for d in texts]}, ensure_ascii=False)
+    raw = json.dumps(
+        {"texts": [d.text for d in texts], "rows": [d.rows for d in texts]}, ensure_ascii=False
+    )
     raw = raw.replace("</", "<\\/")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -492,6 +545,11 @@ def save_spaced_text(
             fig.savefig(path, dpi=dpi, bbox_inches="tight")
             paths.append(path)
     path = out / f"{stem}.html"
-    path.write_text(spaced_text_html(texts, title=title or "Learned positions", scale=scales[0] if scales else "row"), encoding="utf-8")
+    path.write_text(
+        spaced_text_html(
+            texts, title=title or "Learned positions", scale=scales[0] if scales else "row"
+        ),
+        encoding="utf-8",
+    )
     paths.append(path)
     return paths

@@ -48,3 +48,76 @@ def apply_rotary(
     even, odd = xf[..., 0::2], xf[..., 1::2]
     rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
     return rotated.flatten(-2).to(x.dtype)
+
+
+def rotate_queries_keys(
+    q: Float[Tensor, "batch pos head_index d_head"],
+    k: Float[Tensor, "batch pos head_index d_head"],
+    positions: Float[Tensor, "batch pos *heads"],
+    theta: float,
+) -> tuple[Float[Tensor, "batch pos head_index d_head"], Float[Tensor, "batch pos head_index d_head"]]:
+    """`apply_rotary` of queries and keys at ``positions``: the same values, less memory in training.
+
+    When the positions need gradients (learned increments), this runs as `_RotaryQK`, whose
+    backward keeps only the positions and the rotated queries and keys (which attention keeps
+    anyway) instead of autograd's angles, cos, sin and unrotated queries and keys.
+    """
+    if torch.is_grad_enabled() and positions.requires_grad:
+        return _RotaryQK.apply(q, k, positions, theta)
+    cos, sin = rotary_cos_sin(positions, q.shape[-1], theta)
+    return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+
+class _RotaryQK(torch.autograd.Function):
+    """`rotary_cos_sin` + `apply_rotary` of q and k, with a backward written for memory.
+
+    Saved: the positions ([batch, pos, *heads], tiny) and, per rotated tensor, the rotated output
+    when it is float32 (attention keeps that tensor anyway, so it costs nothing) or else the
+    unrotated input (bf16 under autocast: half the bytes of the float32 copy plain autograd would
+    keep). cos and sin are recomputed from the positions by the same code, so they are
+    bit-identical. The gradient with respect to the angle of each pair is taken from the rotated
+    pair itself: d(r_even, r_odd)/dθ = (-r_odd, r_even).
+
+    The outputs and the gradients with respect to q and k are bit-identical to plain autograd;
+    the gradient with respect to the positions is the same sum, in another order, and agrees to
+    float32 rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, positions: Tensor, theta: float) -> tuple[Tensor, Tensor]:
+        cos, sin = rotary_cos_sin(positions, q.shape[-1], theta)
+        q_rot, k_rot = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        ctx.theta, ctx.dtypes = theta, (q.dtype, k.dtype)
+        ctx.from_output = tuple(x.dtype == torch.float32 for x in (q, k))
+        kept = [r if out else x for x, r, out in zip((q, k), (q_rot, k_rot), ctx.from_output, strict=True)]
+        ctx.save_for_backward(positions, *kept)
+        return q_rot, k_rot
+
+    @staticmethod
+    def backward(ctx, grad_q_rot: Tensor, grad_k_rot: Tensor) -> tuple[Tensor | None, ...]:
+        positions, q_kept, k_kept = ctx.saved_tensors
+        d_head = q_kept.shape[-1]
+        cos, sin = rotary_cos_sin(positions, d_head, ctx.theta)
+        grads: list[Tensor | None] = [None, None]
+        grad_angles = None
+        for i, (grad, kept) in enumerate(((grad_q_rot, q_kept), (grad_k_rot, k_kept))):
+            if grad is None:
+                continue
+            g = grad.float()
+            g_even, g_odd = g[..., 0::2], g[..., 1::2]
+            if ctx.needs_input_grad[i]:
+                back = torch.stack((g_even * cos + g_odd * sin, g_odd * cos - g_even * sin), dim=-1)
+                grads[i] = back.flatten(-2).to(ctx.dtypes[i])
+            if ctx.needs_input_grad[2]:
+                rotated = kept if ctx.from_output[i] else apply_rotary(kept.float(), cos, sin)
+                r_even, r_odd = rotated[..., 0::2], rotated[..., 1::2]
+                part = (g_odd * r_even - g_even * r_odd).sum_to_size(cos.shape)
+                grad_angles = part if grad_angles is None else grad_angles + part
+        grad_positions = None
+        if grad_angles is not None:
+            inv_freq = inverse_frequencies(d_head, ctx.theta, positions.device)
+            grad_positions = (grad_angles * inv_freq).sum(-1)  # [batch, pos, heads_or_1]
+            if positions.ndim == 2:
+                grad_positions = grad_positions.squeeze(-1)
+            grad_positions = grad_positions.to(positions.dtype)
+        return grads[0], grads[1], grad_positions, None

@@ -1,4 +1,4 @@
-"""Training-side code: document sources, token files, training/validation windows.
+"""Training code: the data pipeline listed here, and the trainer's own modules beside it.
 
 Data pipeline, one module per stage:
 

@@ -9,7 +9,8 @@ Writes `OUT/en.jsonl` and `OUT/zh.jsonl` (one JSON object per line: {"id", "text
 and `OUT/stats.json`, and prints bytes and documents per language. Documents are one per page
 (handbook, LibreOffice help; the handbook's pages are already sections) or one per h2/h3 section
 (Debian reference, whose pages are whole chapters). Pages shorter than `--min-bytes` after
-stripping markup, exact duplicates, and Chinese-side pages that are mostly untranslated
+stripping markup, exact duplicates, documents found verbatim inside another (LibreOffice
+embeds short pages in longer ones), and Chinese-side pages that are mostly untranslated
 (CJK share of non-space characters below `--min-cjk-share`) are dropped and counted.
 
 Train on it with the spec `local:data/corpus/en.jsonl=1,local:data/corpus/zh.jsonl=1`.
@@ -154,6 +155,49 @@ def _add_stats(stats: dict[str, Any], doc: dict[str, str]) -> None:
     stats["chars"] += n_chars
 
 
+def _collect(
+    lang: str,
+    sources: tuple[str, ...],
+    root: Path,
+    min_bytes: int,
+    min_cjk_share: float,
+    dropped: Counter,
+    progress: bool,
+) -> list[dict[str, str]]:
+    """Documents of one language from all sources, filtered by `_keep` (drops counted)."""
+    kept, seen = [], set()
+    for name in sources:
+        source = SOURCES[name]
+        docs = iter_documents(source, lang, root)
+        for doc in tqdm(docs, desc=f"{source.name} {lang}", unit="doc", disable=not progress):
+            reason = _keep(doc, lang, min_bytes, min_cjk_share, seen)
+            if reason:
+                dropped[reason] += 1
+            else:
+                kept.append(doc)
+    return kept
+
+
+def drop_contained(docs: list[dict[str, str]], dropped: Counter) -> list[dict[str, str]]:
+    """Remove documents whose text occurs verbatim inside another document.
+
+    LibreOffice help pages embed whole short pages in longer ones; left in, such a page could be
+    held out for validation while its text is trained on inside the longer page. Documents must
+    already be free of exact duplicates.
+    """
+    texts = [d["text"].encode("utf-8") for d in docs]
+    # NUL never occurs in the extracted text, so no match can span two documents.
+    joined = b"\0".join(texts)
+    kept, start = [], 0
+    for doc, text in zip(docs, texts, strict=True):
+        if joined.find(text) != start or joined.find(text, start + 1) != -1:
+            dropped["contained"] += 1
+        else:
+            kept.append(doc)
+        start += len(text) + 1
+    return kept
+
+
 def build_corpus(
     out_dir: str | os.PathLike,
     *,
@@ -188,20 +232,14 @@ def build_corpus(
         "dropped": {},
     }
     for lang in LANGUAGES:
-        lang_stats, dropped, seen = _lang_stats(), Counter(), set()
+        dropped: Counter = Counter()
+        docs = _collect(lang, sources, root, min_bytes, min_cjk_share, dropped, progress)
+        docs = drop_contained(docs, dropped)
+        lang_stats = _lang_stats()
         with _atomic_text(out / f"{lang}.jsonl") as f:
-            for name in sources:
-                source = SOURCES[name]
-                docs = iter_documents(source, lang, root)
-                for doc in tqdm(
-                    docs, desc=f"{source.name} {lang}", unit="doc", disable=not progress
-                ):
-                    reason = _keep(doc, lang, min_bytes, min_cjk_share, seen)
-                    if reason:
-                        dropped[reason] += 1
-                        continue
-                    f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-                    _add_stats(lang_stats, doc)
+            for doc in docs:
+                f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+                _add_stats(lang_stats, doc)
         stats["languages"][lang] = lang_stats
         stats["dropped"][lang] = dict(dropped)
     if sum(s["documents"] for s in stats["languages"].values()) == 0:

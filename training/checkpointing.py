@@ -56,13 +56,15 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     np_state = state["numpy"]
-    np.random.set_state((
-        np_state["kind"],
-        np_state["keys"].numpy().astype(np.uint32),
-        np_state["pos"],
-        np_state["has_gauss"],
-        np_state["cached_gaussian"],
-    ))
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         cuda_states = state["cuda"]
@@ -83,6 +85,10 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **payload}, f)
             f.flush()
@@ -95,7 +101,9 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`, with a clear error if it is not one."""
     path = Path(path)
     if not path.is_file():
@@ -103,10 +111,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
-        raise TrainCheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+        raise TrainCheckpointError(
+            f"{path}: unreadable checkpoint ({type(e).__name__}: {e})"
+        ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise TrainCheckpointError(f"{path}: not a training checkpoint of this project (format {found!r})")
+        raise TrainCheckpointError(
+            f"{path}: not a training checkpoint of this project (format {found!r})"
+        )
     return payload
 
 

@@ -43,6 +43,10 @@ class TrainConfig:
     # Folder of a trained shared model (save_pretrained output or a run folder with final/):
     # its per-token deltas become the fixed table of a frozen-deltas model.
     frozen_from: str | None = None
+    # Initialise every weight the variants have in common (embedding, attention, MLPs, norms)
+    # from the same draws as the integer-RoPE model of this seed, so that a comparison of
+    # variants is paired: they differ only in the increment machinery, not in their init.
+    paired_init: bool = True
 
     # --- optimisation --------------------------------------------------------------------------
     steps: int = 50_000
@@ -79,10 +83,18 @@ class TrainConfig:
                 f"unknown increments {self.increments!r}; expected one of {', '.join(INCREMENT_VARIANTS)}"
             )
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         positive = (
-            "steps", "batch_size", "grad_accum", "eval_every", "eval_batch_size", "log_every",
-            "checkpoint_every", "n_ctx",
+            "steps",
+            "batch_size",
+            "grad_accum",
+            "eval_every",
+            "eval_batch_size",
+            "log_every",
+            "checkpoint_every",
+            "n_ctx",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -149,10 +161,21 @@ PRECISIONS = ("auto", "bf16", "fp32")
 #: Fields that only affect how a run is executed or observed, never the weights it produces
 #: (precision aside, which is allowed so a CPU run can be finished on a GPU): a resumed run may
 #: change them. Every other field must match the checkpoint.
-RUNTIME_FIELDS = frozenset({
-    "eval_every", "eval_windows", "final_eval_windows", "eval_batch_size", "log_every",
-    "checkpoint_every", "device", "precision", "compile", "workers", "threads",
-})
+RUNTIME_FIELDS = frozenset(
+    {
+        "eval_every",
+        "eval_windows",
+        "final_eval_windows",
+        "eval_batch_size",
+        "log_every",
+        "checkpoint_every",
+        "device",
+        "precision",
+        "compile",
+        "workers",
+        "threads",
+    }
+)
 
 
 def _paper() -> TrainConfig:
@@ -160,20 +183,42 @@ def _paper() -> TrainConfig:
 
 
 def _cpu() -> TrainConfig:
-    # ~10k tokens/s on 2 cores (see the report in training/README or the lead's notes):
-    # 4,000 steps x 32 x 256 = 33M tokens, about an hour with periodic evaluation.
+    # Measured on an idle 2-core machine: ~9.5-10k tokens/s (per-layer / none), so
+    # 4,000 steps x 32 x 256 = 33M tokens take about an hour, evaluations included.
+    # Other jobs on the same cores slow it down several-fold: check the load first.
     return TrainConfig(
-        d_model=128, n_heads=4, n_layers=4, d_mlp=512, n_ctx=256,
-        steps=4_000, batch_size=32, warmup_steps=300,
-        eval_every=250, eval_windows=128, eval_batch_size=32, log_every=10, checkpoint_every=250,
+        d_model=128,
+        n_heads=4,
+        n_layers=4,
+        d_mlp=512,
+        n_ctx=256,
+        steps=4_000,
+        batch_size=32,
+        warmup_steps=300,
+        eval_every=250,
+        eval_windows=128,
+        eval_batch_size=32,
+        log_every=10,
+        checkpoint_every=250,
     )
 
 
 def _tiny() -> TrainConfig:
     return TrainConfig(
-        d_model=32, n_heads=2, n_layers=2, d_mlp=64, n_ctx=32,
-        steps=200, batch_size=8, lr=3e-3, warmup_steps=20,
-        eval_every=50, eval_windows=16, eval_batch_size=16, log_every=10, checkpoint_every=50,
+        d_model=32,
+        n_heads=2,
+        n_layers=2,
+        d_mlp=64,
+        n_ctx=32,
+        steps=200,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=20,
+        eval_every=50,
+        eval_windows=16,
+        eval_batch_size=16,
+        log_every=10,
+        checkpoint_every=50,
     )
 
 
@@ -185,4 +230,6 @@ def named_config(name: str) -> TrainConfig:
     try:
         return NAMED_CONFIGS[name]()
     except KeyError:
-        raise ValueError(f"unknown config {name!r}; choose from {', '.join(NAMED_CONFIGS)}") from None
+        raise ValueError(
+            f"unknown config {name!r}; choose from {', '.join(NAMED_CONFIGS)}"
+        ) from None

@@ -210,13 +210,14 @@ def prepare_tokens(
         val_fraction = 0.03
     rule = SplitRule(val_fraction, val_docs)
     sources = parse_spec(spec)
+    documents = iter_documents(sources)  # checks local files exist before anything is created
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts: Counter = Counter()
     temps = {split: _temp_file(out, f"{split}.bin") for split in SPLITS}
     try:
         writers = {split: _SplitWriter(temps[split]) for split in SPLITS}
-        docs = _limited(iter_documents(sources), max_docs, max_bytes, counts)
+        docs = _limited(documents, max_docs, max_bytes, counts)
         with tqdm(total=max_docs, unit="doc", desc="tokenising", disable=not progress) as bar:
             for split, doc in _split_documents(docs, rule, counts):
                 writers[split].add(doc, encode_document(doc.text))

@@ -23,7 +23,9 @@ class WarmupCosine:
 
     def __init__(self, warmup_steps: int, total_steps: int):
         if total_steps < 1 or warmup_steps < 0:
-            raise ValueError(f"need total_steps >= 1 and warmup_steps >= 0, got {total_steps}, {warmup_steps}")
+            raise ValueError(
+                f"need total_steps >= 1 and warmup_steps >= 0, got {total_steps}, {warmup_steps}"
+            )
         self.warmup_steps = warmup_steps
         self.total_steps = total_steps
 

@@ -59,10 +59,6 @@ class SourceSpec:
     target: str  # "dataset/path[:config]" or a path/glob
     weight: float = 1.0
 
-    def describe(self) -> str:
-        """The entry written back in spec syntax (with its name made explicit)."""
-        return f"{self.name}@{self.kind}:{self.target}={self.weight:g}"
-
 
 @dataclass(frozen=True)
 class Document:

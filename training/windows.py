@@ -71,7 +71,8 @@ def gather_windows(
     """Windows at `starts` as (x, y): int64 tensors [len(starts), n_ctx], y = x shifted by one."""
     index = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(n_ctx + 1)
     windows = torch.from_numpy(np.asarray(tokens[index], dtype=np.int64))  # [B, n_ctx + 1]
-    return windows[:, :-1], windows[:, 1:]
+    # Contiguous copies, so callers may .view(-1) them (nanoGPT-style loss code does).
+    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
 
 def train_batch(

@@ -6,6 +6,7 @@ Every corpus here is built in tmp_path; nothing depends on the Debian packages o
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from training import corpus, sources
-from training.build_offline_corpus import build_corpus
+from training.build_offline_corpus import build_corpus, drop_contained
 from training.build_offline_corpus import main as build_main
 from training.corpus import (
     SEPARATOR_ID,
@@ -307,6 +308,7 @@ def test_train_batch_windows_are_slices_with_shifted_targets(token_dir):
     tokens = load_tokens(token_dir, "train")
     x, y = train_batch(tokens, step=3, batch_size=8, n_ctx=32, seed=1)
     assert x.shape == y.shape == (8, 32) and x.dtype == y.dtype == torch.long
+    assert x.is_contiguous() and y.is_contiguous()
     starts = batch_starts(3, 8, len(tokens), 32, seed=1)
     for row, s in enumerate(starts):
         assert x[row].tolist() == tokens[s : s + 32].tolist()
@@ -470,6 +472,16 @@ def test_builder_on_fake_debian_tree(tmp_path, capsys):
         progress=False,
     )
     assert meta["train"]["documents_by_source"] == {"en": 3, "zh": 4}
+
+
+def test_builder_drops_documents_contained_in_others():
+    docs = [
+        {"text": t}
+        for t in ["Zoom\nSets the zoom.", "Status bar\nZoom\nSets the zoom.\nMore.", "Other"]
+    ]
+    dropped = Counter()
+    assert [d["text"] for d in drop_contained(docs, dropped)] == [docs[1]["text"], "Other"]
+    assert dropped == {"contained": 1}
 
 
 def test_builder_names_apt_get_for_missing_packages(tmp_path, capsys):

@@ -1,0 +1,335 @@
+"""Helpers shared by the analysis commands: models, texts, windows, batched runs, tables, figures.
+
+Hook specifications
+-------------------
+Every analysis function takes an optional ``fwd_hooks`` argument, applied while the model runs:
+
+- a list of TransformerLens hooks ``[(name_or_filter, fn), ...]``, as for ``model.hooks``; or
+- a *hook factory*, a callable ``tokens -> list of hooks`` that receives each batch's token ids
+  [batch, pos] first. Hooks that depend on the bytes (e.g. "δ = f(byte)") need this, because a
+  hook function only sees activations.
+
+User hooks run before the hooks that record activations, so what is recorded is what the model
+used (e.g. an edited ``hook_delta``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
+from lens_positions.plots import delta_rows
+
+__all__ = [
+    "HookSpec",
+    "Window",
+    "add_common_args",
+    "char_windows",
+    "delta_rows",
+    "is_cjk",
+    "load_model",
+    "markdown_table",
+    "model_from_args",
+    "read_texts",
+    "resolve_hooks",
+    "run_batches",
+    "save_figure",
+    "save_table",
+    "stack_heads",
+    "window_limit",
+]
+
+Hook = tuple[Any, Callable[..., Any]]
+HookSpec = Sequence[Hook] | Callable[[Tensor], Sequence[Hook]] | None
+
+#: The published models used 512-byte windows; analyses never use longer ones.
+MAX_WINDOW = 512
+
+
+# ---------------------------------------------------------------------------------------- models
+def load_model(name_or_dir: str | Path, device: str | None = None) -> HookedIncrementTransformer:
+    """A shipped model by name or a checkpoint folder, in eval mode."""
+    model = HookedIncrementTransformer.from_pretrained(name_or_dir, device=device)
+    return model.eval()
+
+
+def resolve_hooks(spec: HookSpec, tokens: Tensor) -> list[Hook]:
+    """The hooks of a `HookSpec` for one batch of tokens [batch, pos]."""
+    if spec is None:
+        return []
+    if callable(spec):
+        return list(spec(tokens))
+    return list(spec)
+
+
+def stack_heads(x: Tensor, n_heads_out: int) -> Tensor:
+    """Give δ or positions a trailing head axis: [..., pos] -> [..., pos, 1] unless per-head.
+
+    ``n_heads_out`` is ``cfg.n_delta_outputs`` (1, or n_heads with per-head rates).
+    """
+    return x if n_heads_out > 1 else x.unsqueeze(-1)
+
+
+# ---------------------------------------------------------------------------------------- texts
+def read_texts(
+    paths: str | Path | Sequence[str | Path],
+    source: str | None = None,
+    max_docs: int | None = None,
+) -> list[str]:
+    """Documents from plain-text or JSON-lines files.
+
+    ``.jsonl`` files hold one JSON object per line with a ``"text"`` field (and optionally
+    ``"source"``, kept only if it equals ``source`` when that is given); any other file is one
+    document. Empty documents are skipped; at most ``max_docs`` are returned.
+    """
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    docs: list[str] = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such text file")
+        if path.suffix == ".jsonl":
+            with path.open(encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
+                    if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                        raise ValueError(f'{path}:{n}: expected an object with a "text" string')
+                    if source is not None and row.get("source") != source:
+                        continue
+                    if row["text"]:
+                        docs.append(row["text"])
+                    if max_docs is not None and len(docs) >= max_docs:
+                        return docs
+        else:
+            text = path.read_text(encoding="utf-8")
+            if text:
+                docs.append(text)
+        if max_docs is not None and len(docs) >= max_docs:
+            return docs[:max_docs]
+    return docs
+
+
+def is_cjk(ch: str) -> bool:
+    """A CJK Unified Ideograph (U+4E00-U+9FFF), the characters the word-boundary protocol scores."""
+    return 0x4E00 <= ord(ch) <= 0x9FFF
+
+
+@dataclass(frozen=True)
+class Window:
+    """A character-aligned piece of a document, as the model sees it.
+
+    tokens: separator + the UTF-8 bytes of ``doc[start:end]`` (at most the window limit).
+    char_tokens: for each character ``doc[start + j]``, the token index of its first byte.
+    """
+
+    doc: int
+    start: int
+    end: int
+    tokens: list[int]
+    char_tokens: list[int]
+
+
+def window_limit(model: HookedIncrementTransformer, max_tokens: int | None = None) -> int:
+    """Window size in tokens, separator included: ``min(n_ctx, 512)`` unless told otherwise."""
+    limit = min(model.cfg.n_ctx, MAX_WINDOW) if max_tokens is None else max_tokens
+    if limit > model.cfg.n_ctx:
+        raise ValueError(f"windows of {limit} tokens exceed the context (n_ctx={model.cfg.n_ctx})")
+    if limit < 5:
+        raise ValueError(f"windows of {limit} tokens leave no room for a 4-byte character")
+    return limit
+
+
+def char_windows(text: str, max_tokens: int, doc: int = 0) -> list[Window]:
+    """Cut a document into consecutive windows of at most ``max_tokens`` tokens (separator
+    included), only between characters, so that no character is split across windows."""
+    windows: list[Window] = []
+    start = 0
+    tokens: list[int] = [SEPARATOR_ID]
+    char_tokens: list[int] = []
+    for i, ch in enumerate(text):
+        b = ch.encode("utf-8")
+        if len(tokens) + len(b) > max_tokens and char_tokens:
+            windows.append(Window(doc, start, i, tokens, char_tokens))
+            start, tokens, char_tokens = i, [SEPARATOR_ID], []
+        char_tokens.append(len(tokens))
+        tokens.extend(b)
+    if char_tokens:
+        windows.append(Window(doc, start, len(text), tokens, char_tokens))
+    return windows
+
+
+# ---------------------------------------------------------------------------------------- runs
+@torch.no_grad()
+def run_batches(
+    model: HookedIncrementTransformer,
+    token_lists: Sequence[Sequence[int]],
+    capture: Sequence[str] = (),
+    batch_size: int = 8,
+    fwd_hooks: HookSpec = None,
+    extra_hooks: Callable[[Tensor, Tensor], Sequence[Hook]] | None = None,
+    progress: bool = True,
+    desc: str = "batches",
+) -> Iterator[tuple[list[int], Tensor, dict[str, Tensor]]]:
+    """Run the model over many token sequences in right-padded batches.
+
+    Sequences are grouped by length (longest first) so that padding stays small; padding uses the
+    separator and, the model being causal, never changes the activations of real positions.
+
+    capture: hook names whose activations to return (detached, on the CPU).
+    fwd_hooks: the user's hooks (see the module docstring); they run first.
+    extra_hooks: ``(tokens, lengths) -> hooks`` added after the user's, for analyses that reduce
+        large activations (attention patterns) as they are produced instead of storing them.
+    Yields ``(indices, lengths, captured)``: the indices into ``token_lists`` of the batch's rows,
+    their lengths [batch], and ``captured[name]`` [batch, pos, ...] with pos the longest length.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    order = sorted(range(len(token_lists)), key=lambda i: -len(token_lists[i]))
+    device = model.W_E.device
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for idx in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        lengths = torch.tensor([len(token_lists[i]) for i in idx])
+        if int(lengths.max()) > model.cfg.n_ctx:
+            raise ValueError(
+                f"a sequence of {int(lengths.max())} tokens exceeds n_ctx={model.cfg.n_ctx}"
+            )
+        tokens = torch.full((len(idx), int(lengths.max())), SEPARATOR_ID, dtype=torch.long)
+        for row, i in enumerate(idx):
+            tokens[row, : lengths[row]] = torch.as_tensor(list(token_lists[i]), dtype=torch.long)
+        tokens = tokens.to(device)
+        captured: dict[str, Tensor] = {}
+
+        def keep(act: Tensor, hook: Any, store: dict[str, Tensor] = captured) -> None:
+            store[hook.name] = act.detach().float().cpu()
+
+        hooks = resolve_hooks(fwd_hooks, tokens)
+        if extra_hooks is not None:
+            hooks += list(extra_hooks(tokens, lengths))
+        hooks += [(name, keep) for name in capture]
+        with model.hooks(fwd_hooks=hooks):
+            model(tokens, return_type=None)
+        yield idx, lengths, captured
+
+
+# ---------------------------------------------------------------------------------------- tables
+def _format_cell(value: Any, fmt: str | Callable[[Any], str] | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if callable(fmt):
+        return fmt(value)
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return format(float(value), fmt or ".3f")
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(
+    df: pd.DataFrame,
+    formats: dict[str, str | Callable[[Any], str]] | None = None,
+    default_format: str = ".3f",
+) -> str:
+    """A DataFrame as a GitHub Markdown table (no `tabulate` needed).
+
+    formats: per-column format spec (``".2e"``) or function; other float columns use
+    ``default_format``. NaN and None print as an em dash. Numeric columns are right-aligned.
+    """
+    formats = formats or {}
+    cols = [str(c) for c in df.columns]
+    rows = [
+        [_format_cell(v, formats.get(c, default_format)) for c, v in zip(cols, rec, strict=True)]
+        for rec in df.itertuples(index=False, name=None)
+    ]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    widths = [max([len(c)] + [len(r[j]) for r in rows]) for j, c in enumerate(cols)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            (cell.rjust(w) if num else cell.ljust(w))
+            for cell, w, num in zip(cells, widths, numeric, strict=True)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if num else ("-" * (w + 2))
+            for w, num in zip(widths, numeric, strict=True)
+        )
+        + "|"
+    )
+    return "\n".join([line(cols), rule] + [line(r) for r in rows])
+
+
+def save_table(df: pd.DataFrame, out_dir: str | Path, stem: str) -> Path:
+    """Write a table as CSV under ``out_dir`` (created if missing)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem}.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def save_figure(
+    fig: Any,
+    out_dir: str | Path,
+    stem: str,
+    formats: Sequence[str] = ("png", "svg"),
+    dpi: int = 150,
+) -> list[Path]:
+    """Save a matplotlib Figure under ``out_dir`` in every format; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in formats:
+        path = out / f"{stem}.{ext}"
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------- commands
+def add_common_args(parser: argparse.ArgumentParser, out_default: str) -> argparse.ArgumentParser:
+    """The options every analysis command shares."""
+    parser.add_argument("--model", required=True, help="shipped model name or checkpoint folder")
+    parser.add_argument("--out", default=out_default, help=f"output folder (default {out_default})")
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: where the checkpoint loads, CPU)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def model_from_args(args: argparse.Namespace) -> HookedIncrementTransformer:
+    """Set the thread count, then load ``--model``; prints what was loaded to stderr."""
+    torch.set_num_threads(max(1, args.threads))
+    model = load_model(args.model, device=args.device)
+    cfg = model.cfg
+    print(
+        f"model {args.model}: {cfg.variant_name}, {cfg.n_layers} layers x {cfg.n_heads} heads, "
+        f"d_model {cfg.d_model}, n_ctx {cfg.n_ctx}",
+        file=sys.stderr,
+    )
+    return model

@@ -1,0 +1,420 @@
+"""Attention on the learned axis: where do heads look, measured in learned position units?
+
+RoPE sees only position differences, so a head's notion of "how far back" is ``p_q - p_k`` in
+learned units, not ``q - k`` in bytes. This module gives
+
+- each head's mean look-back distance, ``sum_k pattern[q, k] * (p_q - p_k)`` averaged over queries,
+  in learned units and in bytes (``sum_k pattern[q, k] * (q - k)``), with two baselines: uniform
+  causal attention (what a head that ignores position would give), and ``bytes x mean δ`` (what
+  the learned look-back would be if positions were just bytes scaled by the head's average δ; the
+  ``ratio`` column is learned / (bytes x mean δ), above 1 when the head's keys lie across large
+  increments, such as the boundaries a layer learned to stretch). Query 0 (the separator, which can
+  only see itself) is left out. Per-head models use each head's own positions.
+- circuitsvis attention patterns written to one offline HTML file (``.local_src``; the JS bundle is
+  included once): the ordinary byte axis (the baseline view) and a *learned axis* on which tokens
+  sit at their learned positions, binned (bin = mean δ / ``bins_per_token``): tokens that the
+  layer packs together share a cell, and large increments leave empty cells ("·"). Rows of queries
+  sharing a cell are averaged; keys sharing a cell are summed.
+- a matplotlib figure for one query: attention weight against the key's byte position and
+  against its learned position, per layer, one line per head.
+
+Command::
+
+    python -m analyses.learned_axis_attention --model NAME_OR_DIR --text-file data/corpus/en.jsonl \
+        --out results/learned_axis_attention
+"""
+
+from __future__ import annotations
+
+import argparse
+import html as html_lib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from analyses._toolbox import (
+    SAMPLE_TEXTS,
+    HookSpec,
+    add_model_args,
+    add_text_args,
+    head_axis,
+    load_model_from_args,
+    markdown_table,
+    pad_batch,
+    resolve_hooks,
+    save_csv,
+    save_png,
+    text_windows_from_args,
+    use_agg,
+)
+from lens_positions import HookedIncrementTransformer
+
+
+# ---------------------------------------------------------------------------------------- look-back
+# Hook functions of `look_back_distances`; ``ctx`` holds the batch's masks and the running sums.
+def _keep_position(pos: Tensor, hook, state: dict, n_heads: int, **ctx) -> None:
+    """Store this layer's positions as [b, pos, heads] (shared positions broadcast to every head)."""
+    state["position"] = head_axis(pos.detach().double()).expand(-1, -1, n_heads)
+
+
+def _sum_delta(delta: Tensor, hook, layer: int, sums: dict, real: Tensor, n_heads: int, **ctx) -> None:
+    """Add this layer's δ over real tokens to the per-head sums."""
+    d = head_axis(delta.detach().double()).expand(-1, -1, n_heads)
+    sums["delta"][layer] += (d * real[..., None]).sum((0, 1)).cpu()
+
+
+def _reduce_pattern(pattern: Tensor, hook, layer: int, state: dict, sums: dict, qmask: Tensor, **ctx) -> None:
+    """Reduce the pattern [b, h, q, k] to per-head look-back sums over the counted queries."""
+    pat = pattern.detach().double()
+    n = pat.shape[-1]
+    p = state["position"].permute(0, 2, 1)  # [b, h, pos]
+    dist = p[..., :, None] - p[..., None, :]  # p_q - p_k: [b, h, q, k]
+    qi = torch.arange(n, device=pat.device, dtype=torch.float64)
+    dbytes = qi[:, None] - qi[None, :]
+    causal = (dbytes >= 0).double()
+    w = qmask[:, None, :]  # [b, 1, q]
+    sums["learned"][layer] += ((pat * dist).sum(-1) * w).sum((0, 2)).cpu()
+    sums["bytes"][layer] += ((pat * dbytes).sum(-1) * w).sum((0, 2)).cpu()
+    # uniform causal attention over keys 0..q, the position-blind baseline
+    sums["u_learned"][layer] += (((causal * dist).sum(-1) / causal.sum(-1)) * w).sum((0, 2)).cpu()
+    sums["u_bytes"][layer] += (((causal * dbytes).sum(-1) / causal.sum(-1)) * w).sum((0, 2)).cpu()
+
+
+@torch.no_grad()
+def look_back_distances(
+    model: HookedIncrementTransformer,
+    windows: Sequence[Sequence[int]],
+    batch_size: int = 8,
+    fwd_hooks: HookSpec = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Each head's mean look-back in learned units and in bytes, with baselines.
+
+    windows: token lists (separator first); padded batches are fine (pad positions are ignored).
+    Returns one row per (layer, head): lookback_learned, lookback_bytes, uniform_learned,
+    uniform_bytes (uniform causal attention), mean_delta (the head's mean δ over real tokens),
+    ratio = lookback_learned / (lookback_bytes * mean_delta), n_queries.
+    The pattern is reduced as it is produced, so no [batch, head, q, k] tensor is stored.
+    """
+    cfg = model.cfg
+    L, H = cfg.n_layers, cfg.n_heads
+    sums = {k: torch.zeros(L, H, dtype=torch.float64) for k in ("learned", "bytes", "u_learned", "u_bytes", "delta")}
+    n_queries = 0
+    n_tokens = 0
+    batches = [list(range(i, min(len(windows), i + batch_size))) for i in range(0, len(windows), batch_size)]
+    for idx in tqdm(batches, desc="look-back", disable=not progress, leave=False):
+        tokens, lengths = pad_batch([windows[i] for i in idx], model.W_E.device)
+        n = tokens.shape[1]
+        real = (torch.arange(n)[None] < lengths[:, None]).to(tokens.device)  # [b, pos]
+        queries = real.clone()
+        queries[:, 0] = False  # the separator can only look at itself
+        state: dict[str, Tensor] = {}
+        ctx = {"state": state, "sums": sums, "real": real, "qmask": queries.double(), "n_heads": H}
+        hooks = resolve_hooks(fwd_hooks, tokens)
+        for layer in range(L):
+            hooks += [
+                (f"blocks.{layer}.hook_delta", partial(_sum_delta, layer=layer, **ctx)),
+                (f"blocks.{layer}.hook_position", partial(_keep_position, **ctx)),
+                (f"blocks.{layer}.attn.hook_pattern", partial(_reduce_pattern, layer=layer, **ctx)),
+            ]
+        with model.hooks(fwd_hooks=hooks):
+            model(tokens, return_type=None)
+        n_queries += int(queries.sum())
+        n_tokens += int(real.sum())
+    rows = []
+    for layer in range(L):
+        for h in range(H):
+            mean_delta = float(sums["delta"][layer, h]) / max(n_tokens, 1)
+            learned = float(sums["learned"][layer, h]) / max(n_queries, 1)
+            nbytes = float(sums["bytes"][layer, h]) / max(n_queries, 1)
+            rows.append({
+                "layer": layer, "head": h, "lookback_learned": learned, "lookback_bytes": nbytes,
+                "uniform_learned": float(sums["u_learned"][layer, h]) / max(n_queries, 1),
+                "uniform_bytes": float(sums["u_bytes"][layer, h]) / max(n_queries, 1),
+                "mean_delta": mean_delta,
+                "ratio": learned / (nbytes * mean_delta) if nbytes * mean_delta > 0 else float("nan"),
+                "n_queries": n_queries,
+            })
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------- views
+@dataclass
+class LearnedAxisView:
+    """Attention regridded onto the learned axis.
+
+    attention: [n_heads_in_view, n_bins, n_bins] (query bin, key bin); labels: one per bin (the
+    characters of the tokens in it, or "·"); token_bin: the bin of every token [pos];
+    edges: each bin's lower edge in learned units [n_bins].
+    """
+
+    attention: Float[Tensor, "heads bins bins"]
+    labels: list[str]
+    token_bin: Int[Tensor, " pos"]
+    edges: Float[Tensor, " bins"]
+
+
+def learned_axis_view(
+    pattern: Float[Tensor, "heads q k"],
+    positions: Float[Tensor, " pos"],
+    str_tokens: Sequence[str],
+    bin_width: float,
+    max_bins: int = 2048,
+) -> LearnedAxisView:
+    """Place tokens at their learned positions on a grid of ``bin_width`` and move the pattern
+    there (query rows in a bin averaged, key columns in a bin summed, so rows still sum to 1).
+
+    positions: one learned position per token (for per-head models, call once per head).
+    """
+    positions = positions.double().cpu()
+    pattern = pattern.double().cpu()
+    lo = float(positions.min())
+    span = float(positions.max()) - lo
+    if bin_width <= 0 or not np.isfinite(bin_width):
+        raise ValueError(f"bin_width must be positive, got {bin_width}")
+    bin_width = max(bin_width, span / (max_bins - 1)) if span > 0 else bin_width
+    token_bin = torch.floor((positions - lo) / bin_width + 1e-9).long()
+    n_bins = int(token_bin.max()) + 1
+    onehot = torch.zeros(len(positions), n_bins, dtype=torch.float64)
+    onehot[torch.arange(len(positions)), token_bin] = 1.0
+    counts = onehot.sum(0).clamp(min=1)
+    # [h, q, k] -> keys summed into bins -> queries averaged into bins
+    keyed = pattern @ onehot  # [h, q, bins]
+    grid = (onehot.T @ keyed) / counts[None, :, None]  # [h, bins, bins]
+    labels = ["" for _ in range(n_bins)]
+    for t, b in enumerate(token_bin.tolist()):
+        labels[b] += str_tokens[t]
+    labels = [lab if lab else "·" for lab in labels]
+    edges = lo + bin_width * torch.arange(n_bins, dtype=torch.float64)
+    return LearnedAxisView(grid.float(), labels, token_bin, edges.float())
+
+
+def _split_rendered(src: str) -> tuple[str, str, str] | None:
+    """(div, bundle, render call) of a circuitsvis ``local_src``, or None if it is not in the
+    expected shape (then the caller keeps the whole source)."""
+    start = src.find("<script")
+    call = src.rfind("CircuitsVis.render(")
+    end = src.rfind("</script>")
+    if min(start, call, end) < 0:
+        return None
+    open_end = src.find(">", start) + 1
+    return src[:start], src[open_end:call], src[call:end]
+
+
+def _compact(attention: Tensor) -> list:
+    """Attention as nested lists with 3 decimals and exact zeros as the integer 0.
+
+    Full float reprs made pages of tens of MB for no visible difference; most cells (the causal
+    upper triangle, empty learned-axis bins) are zero.
+    """
+    values = np.round(attention.detach().float().cpu().numpy().astype(np.float64), 3)
+
+    def convert(x: np.ndarray) -> list:
+        if x.ndim == 1:
+            return [0 if v == 0 else float(v) for v in x]
+        return [convert(row) for row in x]
+
+    return convert(values)
+
+
+def attention_html(sections: Sequence[tuple[str, str, Sequence[str], Tensor]]) -> str:
+    """One offline HTML page of circuitsvis attention patterns.
+
+    sections: (heading, note, str_tokens, attention [heads, q, k]). The circuitsvis JS bundle is
+    inlined once; every view is rendered by its own call. Never uses a CDN.
+    """
+    import circuitsvis
+
+    divs: list[str] = []
+    calls: list[str] = []
+    bundle = None
+    whole: list[str] = []
+    for heading, note, tokens, attention in sections:
+        rendered = circuitsvis.attention.attention_patterns(tokens=list(tokens), attention=_compact(attention))
+        src = rendered.local_src
+        parts = _split_rendered(src)
+        head = f"<h2>{html_lib.escape(heading)}</h2><p>{html_lib.escape(note)}</p>"
+        if parts is None:
+            whole.append(head + src)
+            continue
+        div, this_bundle, call = parts
+        bundle = bundle or this_bundle
+        divs.append(head + div)
+        calls.append(call)
+    body = "\n".join(divs)
+    script = f'<script crossorigin type="module">\n{bundle}\n' + "\n".join(calls) + "\n</script>" if calls else ""
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>attention on the learned axis</title></head>"
+        f"<body>\n{body}\n{''.join(whole)}\n{script}\n</body></html>\n"
+    )
+
+
+@torch.no_grad()
+def attention_views(
+    model: HookedIncrementTransformer,
+    text: str,
+    layers: Sequence[int] | None = None,
+    bins_per_token: float = 1.5,
+    fwd_hooks: HookSpec = None,
+) -> list[tuple[str, str, list[str], Tensor]]:
+    """Sections for `attention_html`: per layer, the byte-axis view then the learned-axis view(s)
+    (one for all heads, or one per head for per-head models)."""
+    tokens = model.to_tokens(text)
+    str_tokens = model.to_str_tokens(tokens)
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    names = [f"blocks.{li}.{n}" for li in layers for n in ("attn.hook_pattern", "hook_position", "hook_delta")]
+    with model.hooks(fwd_hooks=resolve_hooks(fwd_hooks, tokens)):
+        _, cache = model.run_with_cache(tokens, names_filter=names, return_type=None)
+    sections: list[tuple[str, str, list[str], Tensor]] = []
+    for li in layers:
+        pattern = cache[f"blocks.{li}.attn.hook_pattern"][0].float().cpu()  # [h, q, k]
+        pos = head_axis(cache[f"blocks.{li}.hook_position"].float().cpu())[0]  # [pos, n_out]
+        delta = head_axis(cache[f"blocks.{li}.hook_delta"].float().cpu())[0]
+        sections.append((f"Layer {li}: byte axis", "keys at their byte positions (baseline view)", str_tokens, pattern))
+        groups = [(list(range(pattern.shape[0])), 0)] if pos.shape[1] == 1 else [([h], h) for h in range(pos.shape[1])]
+        for heads, col in groups:
+            width = float(delta[:, col].mean()) / bins_per_token
+            view = learned_axis_view(pattern[heads], pos[:, col], str_tokens, width)
+            which = "all heads" if len(heads) > 1 else f"head {heads[0]}"
+            note = (f"keys at their learned positions ({which}); bin = {width:.3g} learned units "
+                    f"(mean δ {float(delta[:, col].mean()):.3g} / {bins_per_token:g}); '·' = empty bin")
+            sections.append((f"Layer {li}: learned axis, {which}", note, view.labels, view.attention))
+    return sections
+
+
+@torch.no_grad()
+def plot_query(
+    model: HookedIncrementTransformer,
+    text: str,
+    query: int = -1,
+    fwd_hooks: HookSpec = None,
+    title: str = "",
+    keys: int = 48,
+):
+    """For one query, attention weight against each key's byte position (left) and learned
+    position (right), one row per layer, one line per head. Characters are printed along the
+    learned axis at their positions (head mean for per-head models).
+
+    keys: show only the ``keys`` keys up to the query (0: all), so the characters stay readable;
+    the attention outside the view is not renormalised.
+    """
+    import matplotlib.pyplot as plt
+
+    tokens = model.to_tokens(text)
+    str_tokens = model.to_str_tokens(tokens)
+    n = tokens.shape[1]
+    q = query % n
+    L = model.cfg.n_layers
+    names = [f"blocks.{li}.{x}" for li in range(L) for x in ("attn.hook_pattern", "hook_position")]
+    with model.hooks(fwd_hooks=resolve_hooks(fwd_hooks, tokens)):
+        _, cache = model.run_with_cache(tokens, names_filter=names, return_type=None)
+    fig, axes = plt.subplots(L, 2, figsize=(12, 1.9 * L + 0.6), squeeze=False)
+    first = 0 if keys <= 0 else max(0, q + 1 - keys)
+    shown = np.arange(first, q + 1)
+    for li in range(L):
+        pattern = cache[f"blocks.{li}.attn.hook_pattern"][0, :, q, first : q + 1].float().cpu().numpy()  # [h, k]
+        pos = head_axis(cache[f"blocks.{li}.hook_position"].float().cpu())[0].numpy()  # [pos, n_out]
+        for h in range(pattern.shape[0]):
+            p = pos[first : q + 1, h if pos.shape[1] > 1 else 0]
+            axes[li, 0].plot(shown, pattern[h], ".-", lw=0.8, ms=3, label=f"H{h}")
+            axes[li, 1].plot(p, pattern[h], ".-", lw=0.8, ms=3, label=f"H{h}")
+        axes[li, 0].axvline(q, color="grey", lw=0.6)
+        pmean = pos[first : q + 1].mean(1)
+        axes[li, 1].axvline(pmean[-1], color="grey", lw=0.6)
+        top = max(float(pattern.max()), 1e-6)
+        for j, k in enumerate(shown):
+            axes[li, 0].text(k, -0.12 * top, str_tokens[k][:3], fontsize=6, ha="center", va="top")
+            axes[li, 1].text(pmean[j], -0.12 * top, str_tokens[k][:3], fontsize=6, ha="center", va="top")
+        axes[li, 0].set_ylim(-0.3 * top, 1.1 * top)
+        axes[li, 1].set_ylim(-0.3 * top, 1.1 * top)
+        axes[li, 0].set_ylabel(f"L{li}\nattention")
+    axes[0, 0].set_title(f"vs key byte position (query {q}: {str_tokens[q]!r})")
+    axes[0, 1].set_title("vs key learned position" + (" (each head its own)" if model.cfg.n_delta_outputs > 1 else ""))
+    axes[-1, 0].set_xlabel("key byte position")
+    axes[-1, 1].set_xlabel("key learned position")
+    axes[0, 1].legend(fontsize=6, ncol=min(8, model.cfg.n_heads))
+    fig.suptitle(title or "Attention of one query")
+    fig.tight_layout()
+    return fig
+
+
+def plot_look_back(table: pd.DataFrame, title: str = ""):
+    """Look-back per head: learned units against bytes x mean δ (y = x: positions are bytes
+    scaled), and against uniform attention's look-back."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for li, sel in table.groupby("layer"):
+        axes[0].scatter(sel.lookback_bytes * sel.mean_delta, sel.lookback_learned, s=18, label=f"L{li}")
+        axes[1].scatter(sel.uniform_learned, sel.lookback_learned, s=18, label=f"L{li}")
+    for ax in axes:
+        lim = float(np.nanmax(table[["lookback_learned", "uniform_learned"]].to_numpy())) * 1.05 + 1e-9
+        lim = max(lim, float(np.nanmax((table.lookback_bytes * table.mean_delta).to_numpy())) * 1.05)
+        ax.plot([0, lim], [0, lim], "k:", lw=1)
+        ax.set_ylabel("look-back in learned units")
+    axes[0].set_xlabel("look-back in bytes × head's mean δ")
+    axes[1].set_xlabel("uniform causal attention's look-back (learned units)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title or "Look-back per head")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------- command
+def fit_text(text: str, max_bytes: int) -> str:
+    """The longest prefix of ``text`` (whole characters) of at most ``max_bytes`` UTF-8 bytes."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_args(parser, "results/learned_axis_attention")
+    add_text_args(parser, max_windows=32)
+    parser.add_argument("--text", default=SAMPLE_TEXTS[0], help="text for the attention views and the query figure")
+    parser.add_argument("--view-bytes", type=int, default=120, help="cut --text to this many bytes for the views")
+    parser.add_argument("--query", type=int, default=-1, help="query token for the figure (default: the last)")
+    parser.add_argument("--keys", type=int, default=48, help="keys shown in the query figure (0: all)")
+    parser.add_argument("--layers", type=int, nargs="+", default=None, help="layers in the HTML views (default all)")
+    parser.add_argument("--bins-per-token", type=float, default=1.5, help="learned-axis bins per mean δ")
+    args = parser.parse_args(argv)
+    use_agg()
+    model = load_model_from_args(args)
+    variant = model.cfg.variant_name
+    windows = text_windows_from_args(args, model, default_bytes=255)
+    table = look_back_distances(model, windows, args.batch_size, progress=not args.no_progress)
+    save_csv(table, args.out, "look_back")
+    per_head = model.cfg.n_delta_outputs > 1
+    print(f"## Look-back per head ({variant}; {len(windows)} windows of {len(windows[0]) - 1} bytes)\n")
+    print("Mean over queries (separator excluded) of Σ_k pattern·(p_q − p_k) (`lookback_learned`) and "
+          "Σ_k pattern·(q − k) (`lookback_bytes`); `uniform_*` = uniform causal attention (position-blind "
+          "baseline); `ratio` = learned / (bytes × the head's mean δ), 1 if positions were bytes scaled"
+          + ("; per-head models: each head's own positions and δ" if per_head else "") + ".\n")
+    print(markdown_table(table.drop(columns="n_queries")))
+    layer_means = table.groupby("layer")[["lookback_learned", "lookback_bytes", "uniform_learned", "uniform_bytes", "mean_delta", "ratio"]].mean().reset_index()
+    print("\n### Per layer (mean over heads)\n")
+    print(markdown_table(layer_means))
+    text = fit_text(args.text, min(args.view_bytes, model.cfg.n_ctx - 1))
+    sections = attention_views(model, text, args.layers, args.bins_per_token)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    html_path = out / "attention.html"
+    html_path.write_text(attention_html(sections), encoding="utf-8")
+    paths = [
+        html_path,
+        save_png(plot_query(model, text, args.query, title=f"One query: {variant}", keys=args.keys), out, "query_attention"),
+        save_png(plot_look_back(table, f"Look-back per head: {variant}"), out, "look_back"),
+    ]
+    print("\nwrote " + ", ".join(str(p) for p in paths) + f" and look_back.csv under {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

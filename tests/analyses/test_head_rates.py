@@ -1,0 +1,124 @@
+"""Head rates: pattern hooks with known look-back, δ hooks with known per-head means."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from analyses import head_rates as head_rates_module
+from analyses.head_rates import _correlate, head_rates
+
+from .conftest import EN_TEXT, ZH_TEXT, delta_hooks, make_model
+
+
+def pattern_hooks(n_layers: int, target):
+    """Replace every layer's attention pattern by one-hot attention to key ``target(q)``."""
+
+    def hook(pattern: torch.Tensor, hook) -> torch.Tensor:
+        n = pattern.shape[-1]
+        out = torch.zeros_like(pattern)
+        for q in range(n):
+            out[..., q, target(q)] = 1.0
+        return out
+
+    return [(f"blocks.{layer}.attn.hook_pattern", hook) for layer in range(n_layers)]
+
+
+@pytest.mark.parametrize(
+    ("increments", "per_head"), [("per_layer", False), ("per_layer", True), ("shared", False)]
+)
+def test_previous_token_attention_has_lookback_one(increments, per_head):
+    model = make_model(increments, per_head)
+    texts = [EN_TEXT, ZH_TEXT, "short"]
+    result = head_rates(
+        model, texts, fwd_hooks=pattern_hooks(3, lambda q: max(q - 1, 0)), progress=False
+    )
+    heads = result.heads
+    assert len(heads) == 3 * model.cfg.n_heads
+    np.testing.assert_allclose(heads["lookback_bytes"], 1.0, rtol=1e-6)
+    # Attending to the previous token spans exactly the query's own δ in learned positions.
+    np.testing.assert_allclose(heads["lookback_positions"], heads["mean_delta"], rtol=1e-5)
+    if not per_head:  # every head carries its layer's δ
+        assert heads.groupby("layer")["mean_delta"].nunique().eq(1).all()
+
+
+def test_attention_to_the_separator_looks_back_to_the_start():
+    model = make_model("per_layer")
+    text = "abcdefghij"  # 11 tokens with the separator: queries 1..10 look back q bytes
+    result = head_rates(model, [text], fwd_hooks=pattern_hooks(3, lambda q: 0), progress=False)
+    np.testing.assert_allclose(result.heads["lookback_bytes"], np.mean(np.arange(1, 11)), rtol=1e-6)
+    assert (result.heads["n_queries"] == 10).all()
+
+
+def test_known_per_head_deltas_and_perfect_correlation():
+    model = make_model("per_layer", per_head=True)
+    n_heads = model.cfg.n_heads
+    rates = torch.arange(1, n_heads + 1, dtype=torch.float32)
+
+    def delta(tokens, layer):
+        return (rates * (layer + 1)).expand(*tokens.shape, n_heads).clone()
+
+    # Head h of every layer looks back h + 1 tokens (clipped at the separator).
+    def pattern(p: torch.Tensor, hook) -> torch.Tensor:
+        out = torch.zeros_like(p)
+        for h in range(n_heads):
+            for q in range(p.shape[-1]):
+                out[:, h, q, max(q - h - 1, 0)] = 1.0
+        return out
+
+    def factory(tokens):
+        return delta_hooks(delta, 3)(tokens) + [
+            (f"blocks.{layer}.attn.hook_pattern", pattern) for layer in range(3)
+        ]
+
+    result = head_rates(
+        model, ["a fairly long piece of text to look back over"], fwd_hooks=factory, progress=False
+    )
+    heads = result.heads.set_index(["layer", "head"])
+    for layer in range(3):
+        for h in range(n_heads):
+            assert heads.loc[(f"L{layer}", h), "mean_delta"] == pytest.approx(
+                float(rates[h]) * (layer + 1)
+            )
+    corr = result.correlations.set_index("scope")
+    # Within a layer, δ and look-back both grow with the head index.
+    for layer in range(3):
+        assert corr.loc[f"L{layer}", "spearman_rho"] == pytest.approx(1.0)
+        assert corr.loc[f"L{layer}", "n"] == n_heads
+    assert corr.loc["all", "n"] == 3 * n_heads and corr.loc["all", "reference"].startswith(
+        "r -0.35"
+    )
+
+
+def test_correlate_edge_cases():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    r = _correlate(x, -2 * x)
+    assert r["pearson_r"] == pytest.approx(-1.0) and r["spearman_rho"] == pytest.approx(-1.0)
+    assert np.isnan(_correlate(x, np.ones(4))["pearson_r"])  # constant δ (integer RoPE)
+    assert np.isnan(_correlate(x[:2], x[:2])["spearman_rho"])
+
+
+def test_command_writes_scatter(saved_models, text_files, tmp_path, capsys):
+    out = tmp_path / "hr"
+    head_rates_module.main(
+        [
+            "--model",
+            saved_models["per_layer_per_head"],
+            "--text-file",
+            text_files["en"],
+            text_files["zh"],
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "pearson_r" in printed and "| L2    |" in printed
+    for name in (
+        "head_rates.csv",
+        "head_rate_correlations.csv",
+        "head_rates.png",
+        "head_rates.svg",
+    ):
+        assert (out / name).stat().st_size > 100

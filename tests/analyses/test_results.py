@@ -1,0 +1,123 @@
+"""The one-command report (`analyses.results`) on tiny random models and a tiny token folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from analyses.results import (
+    SECTIONS,
+    chinese_fraction,
+    docs_for_bytes,
+    heldout_texts,
+    run_results,
+    split_parts,
+)
+from training.corpus import prepare_tokens
+
+from .conftest import make_model
+
+ZH_DOC = (
+    "人工智能是计算机科学的一个分支，它试图理解智能的实质。\n"
+    "光合作用是植物利用阳光制造养分的过程。研究人员在实验室里观察了很多年。\n"
+) * 4
+EN_DOC = (
+    "Marie Curie was a physicist and chemist who worked in Paris.\n"
+    "The old harbour in New York was crowded every morning, and gulls circled the market.\n"
+    "To install the package, open a terminal and type the command below.\n"
+) * 3
+MIXED_EN = EN_DOC + "一个中文词。"  # under 5% CJK: still English
+
+
+@pytest.fixture(scope="module")
+def token_dir(tmp_path_factory):
+    """A token folder whose validation split holds the first 4 documents (2 zh, 2 en)."""
+    root = tmp_path_factory.mktemp("corpus")
+    docs = [ZH_DOC, MIXED_EN, ZH_DOC.replace("人工", "机器"), EN_DOC.upper(), "训练用的文本。" * 30, "training text " * 30]
+    src = root / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    prepare_tokens(f"local:{src}=1", root / "tokens", val_docs=4, progress=False)
+    return root / "tokens"
+
+
+def test_split_parts_keeps_the_text_and_the_bound():
+    text = "ab\n" * 10 + "x" * 25 + "\n中文" * 3
+    parts = split_parts(text, 8)
+    assert "".join(parts) == text
+    assert all(0 < len(p.encode("utf-8")) <= 8 for p in parts)
+    assert split_parts("short", 100) == ["short"]
+
+
+def test_heldout_texts_split_by_language(token_dir, tmp_path):
+    paths = heldout_texts(token_dir, tmp_path / "heldout")
+    rows = {k: [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines()] for k, p in paths.items()}
+    assert len(rows["zh"]) == 2 and len(rows["en"]) == 2
+    assert all(chinese_fraction(r["text"]) >= 0.05 for r in rows["zh"])
+    assert all(r["source"] == "en" for r in rows["en"]) and any("中文" in r["text"] for r in rows["en"])
+    # only validation documents, never the training ones
+    assert not any("训练" in r["text"] or "training" in r["text"] for k in rows for r in rows[k])
+    # all.jsonl holds the same bytes, in parts
+    for lang in ("zh", "en"):
+        whole = sorted(r["text"] for r in rows[lang])
+        by_doc: dict[int, list] = {}
+        for r in rows["all"]:
+            if r["source"] == lang:
+                by_doc.setdefault(r["val_index"], []).append(r)
+        joined = sorted("".join(p["text"] for p in sorted(v, key=lambda p: p["part"])) for v in by_doc.values())
+        assert joined == whole
+    n, total = docs_for_bytes(paths["all"], 10)
+    assert n == 1 and total >= 10
+
+
+@pytest.mark.slow
+def test_quick_report_on_tiny_models(token_dir, tmp_path):
+    models_dir = tmp_path / "models"
+    models = {}
+    for variant, (inc, per_head) in {
+        "none": ("none", False),
+        "shared": ("shared", False),
+        "per-layer": ("per_layer", False),
+        "per-layer-per-head": ("per_layer", True),
+    }.items():
+        path = models_dir / f"bilingual-{variant}"
+        make_model(inc, per_head, n_ctx=256).save_pretrained(path)
+        models[variant] = str(path)
+    # a card with a re-measured loss, and a metrics file with δ statistics at the bound
+    (models_dir / "bilingual-none" / "card.json").write_text(json.dumps(
+        {"steps": 10, "final": {"val_loss": 5.0, "val_bpb": 7.2}, "shipped": {"val_loss": 5.5, "val_bpb": 7.9}}
+    ))
+    (models_dir / "bilingual-per-layer" / "card.json").write_text(json.dumps(
+        {"steps": 10, "final": {"val_loss": 5.25, "val_bpb": 7.5}}
+    ))
+    final = {"kind": "final", "delta": [{"layer": i, "mean": 9.95, "std": 0.1, "min": 9.0, "max": 10.0} for i in range(3)]}
+    (models_dir / "bilingual-per-layer" / "metrics.jsonl").write_text(
+        json.dumps({"kind": "train", "step": 10, "loss": 4.0}) + "\n" + json.dumps(final) + "\n"
+    )
+    out = tmp_path / "results"
+    path = run_results(out, quick=True, threads=1, models=models, data_dir=token_dir,
+                       heldout_dir=tmp_path / "heldout")
+    text = path.read_text(encoding="utf-8")
+    for _, title, _ in SECTIONS:
+        assert f"## {title}" in text or f"### {title}" in text, title
+    for heading in ("## Held-out text and bounds", "## 6. New analyses", "## Observations"):
+        assert heading in text
+    assert "RUNNING" not in text and "**Skipped**" not in text, text
+    summary = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert [s["status"] for s in summary["sections"]] == ["ok"] * len(SECTIONS)
+    # the loss table prefers the re-measured number and compares with none
+    assert "5.5000" in text and "-0.2500" in text
+    assert any("δ bound" in o for o in summary["observations"])
+    # every table comes with the command that reproduces it, on the quick (held-out) texts
+    assert text.count("python -m analyses.word_boundaries") == 3
+    assert str(out / "heldout_quick" / "zh.jsonl") in text
+    assert (out / "spaced_text" / "per-layer" / "spaced_text_row.png").is_file()
+    assert (tmp_path / "heldout" / "zh.jsonl").is_file()
+    assert (out / "entities" / "per-layer" / "command.txt").read_text().startswith("python -m analyses.entities")
+    # --reuse keeps outputs whose command is unchanged; --only runs the chosen sections
+    stamp = (out / "entities" / "per-layer" / "entities.csv").stat().st_mtime_ns
+    again = run_results(out, quick=True, threads=1, models=models, data_dir=token_dir,
+                        heldout_dir=tmp_path / "heldout", only=["entities"], reuse=True)
+    assert (out / "entities" / "per-layer" / "entities.csv").stat().st_mtime_ns == stamp
+    text = again.read_text(encoding="utf-8")
+    assert "| 4. Multi-word entities (§3.4) | ok |" in text and "not run (`--only`)" in text

@@ -1,0 +1,86 @@
+"""Put a trained model into the package as a shipped checkpoint.
+
+    python -m training.ship runs/paper/per_layer/final bilingual-per-layer --data data/tokens
+
+Copies the model into ``lens_positions/pretrained/NAME`` with its weights stored in bfloat16 (half
+the size; they load back as float32), keeps its card, metrics and training log, then re-measures
+the validation loss of exactly the shipped weights on this machine (float32, no autocast) and adds
+that to ``card.md`` and ``card.json``, so the card's numbers describe the file that ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from lens_positions.checkpoints import PRETRAINED_DIR, save_pretrained
+from lens_positions.model import HookedIncrementTransformer
+from training.corpus import load_tokens
+from training.distributed import DistContext
+from training.metrics import bits_per_byte
+from training.trainer import evaluate
+
+KEEP = ("card.md", "card.json", "metrics.jsonl", "train.log")
+
+
+def ship(source: Path, name: str, data: Path, windows: int | None = None, batch_size: int = 16) -> dict:
+    """Copy ``source`` into the package as ``name`` (bf16 weights) and measure its val loss."""
+    model = HookedIncrementTransformer.from_pretrained(source)
+    # Read everything into memory first: the source may be the target folder itself.
+    extras = {f: (source / f).read_text(encoding="utf-8") for f in KEEP if (source / f).is_file()}
+    log = source.parent.parent / f"{source.parent.name}.log"  # scripts/train_comparison_gpu.sh
+    if "train.log" not in extras and log.is_file():
+        extras["train.log"] = log.read_text(encoding="utf-8")
+    if "metrics.jsonl" not in extras and (source.parent / "metrics.jsonl").is_file():
+        extras["metrics.jsonl"] = (source.parent / "metrics.jsonl").read_text(encoding="utf-8")
+    target = PRETRAINED_DIR / name
+    save_pretrained(model, target, dtype=torch.bfloat16, extra_files=extras)
+    shipped = HookedIncrementTransformer.from_pretrained(target)
+    start = time.time()
+    with torch.no_grad():
+        result = evaluate(shipped, load_tokens(data, "val"), shipped.cfg.n_ctx, batch_size, windows,
+                          torch.device("cpu"), "fp32", DistContext(rank=0, world_size=1, local_rank=0))
+    result.update(weights="bfloat16 (loaded as float32)", precision="fp32 on CPU",
+                  seconds=round(time.time() - start, 1), data=str(data))
+    card_json = target / "card.json"
+    if card_json.is_file():
+        info = json.loads(card_json.read_text())
+        info["shipped"] = result
+        info["val_bits_per_byte"] = result["val_bpb"]
+        card_json.write_text(json.dumps(info, indent=2) + "\n")
+    card_md = target / "card.md"
+    text = card_md.read_text(encoding="utf-8") if card_md.is_file() else f"# {name}\n"
+    text = text.split("\n## Shipped weights")[0].rstrip() + "\n"
+    text += (
+        "\n## Shipped weights\n\n"
+        f"- stored as `lens_positions/pretrained/{name}` in bfloat16 (loaded as float32) by "
+        f"`python -m training.ship {source} {name} --data {data}`\n"
+        f"- validation loss of these exact weights, float32 on CPU: **{result['val_loss']:.4f} nats/byte "
+        f"({bits_per_byte(result['val_loss']):.4f} bits/byte)** over {result['val_tokens']:,} tokens "
+        f"({result['val_windows']} windows)\n"
+    )
+    card_md.write_text(text, encoding="utf-8")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, help="trained model folder (e.g. runs/paper/per_layer/final)")
+    parser.add_argument("name", help="shipped name, e.g. bilingual-per-layer")
+    parser.add_argument("--data", type=Path, required=True, help="token folder with val.bin")
+    parser.add_argument("--windows", type=int, default=None, help="validation windows (default all)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    result = ship(args.source, args.name, args.data, args.windows)
+    print(f"{args.name}: val loss {result['val_loss']:.4f} nats/byte = {result['val_bpb']:.4f} bits/byte "
+          f"over {result['val_windows']} windows ({result['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
