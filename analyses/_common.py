@@ -231,7 +231,7 @@ def run_batches(
 
 # ---------------------------------------------------------------------------------------- tables
 def _format_cell(value: Any, fmt: str | Callable[[Any], str] | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
         return "—"
     if isinstance(value, bool | np.bool_):
         return "yes" if value else "no"

@@ -20,22 +20,19 @@ import argparse
 import hashlib
 import itertools
 import json
-import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from analyses import _common
+from analyses._common import Hook, HookSpec, resolve_hooks  # noqa: F401  (re-exported)
 from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
-
-Hook = tuple[Any, Callable[..., Any]]
-HookSpec = Sequence[Hook] | Callable[[Tensor], Sequence[Hook]] | None
 
 #: A few paragraphs written for these analyses, used when no ``--text-file`` is given (quick looks
 #: only: real analyses should pass held-out corpus text, e.g. data/corpus/en.jsonl).
@@ -77,15 +74,6 @@ def load_model_from_args(args: argparse.Namespace) -> HookedIncrementTransformer
         file=sys.stderr,
     )
     return model
-
-
-def resolve_hooks(spec: HookSpec, tokens: Tensor) -> list[Hook]:
-    """The hooks of a `HookSpec` for one batch of tokens [batch, pos]."""
-    if spec is None:
-        return []
-    if callable(spec):
-        return list(spec(tokens))
-    return list(spec)
 
 
 def head_axis(x: Tensor) -> Float[Tensor, "batch pos heads"]:
@@ -218,38 +206,9 @@ def add_text_args(parser: argparse.ArgumentParser, max_windows: int = 64) -> Non
 
 
 # ---------------------------------------------------------------------------------------- output
-def _cell(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
-        return "—"
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else "no"
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        return format(float(value), fmt)
-    return str(value).replace("|", "\\|").replace("\n", "\\n")
-
-
 def markdown_table(df: pd.DataFrame, fmt: str = ".3f", formats: dict[str, str] | None = None) -> str:
-    """A DataFrame as a GitHub Markdown table; NaN prints as an em dash."""
-    formats = formats or {}
-    cols = [str(c) for c in df.columns]
-    rows = [
-        [_cell(v, formats.get(c, fmt)) for c, v in zip(cols, rec, strict=True)]
-        for rec in df.itertuples(index=False, name=None)
-    ]
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
-    widths = [max([len(c)] + [len(r[j]) for r in rows]) for j, c in enumerate(cols)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(
-            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True)
-        ) + " |"
-
-    rule = "|" + "|".join(
-        "-" * (w + 1) + ":" if num else "-" * (w + 2) for w, num in zip(widths, numeric, strict=True)
-    ) + "|"
-    return "\n".join([line(cols), rule, *(line(r) for r in rows)])
+    """A DataFrame as a GitHub Markdown table; NaN prints as an em dash (`_common.markdown_table`)."""
+    return _common.markdown_table(df, formats=formats, default_format=fmt)
 
 
 def save_png(fig: Any, out_dir: str | Path, stem: str, dpi: int = 130) -> Path:
