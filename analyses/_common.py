@@ -1,5 +1,9 @@
 """Helpers shared by the analysis commands: models, texts, windows, batched runs, tables, figures.
 
+Two kinds of window cut text for the model: `char_windows` (character-aligned, every character's
+first byte indexed: the post's reproductions score characters and words) and `byte_windows`
+(equal-length byte pieces: the newer analyses average over positions and want one length).
+
 Hook specifications
 -------------------
 Every analysis function takes an optional ``fwd_hooks`` argument, applied while the model runs:
@@ -16,6 +20,8 @@ used (e.g. an edited ``hook_delta``).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import math
 import sys
@@ -27,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -34,21 +41,31 @@ from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
 from lens_positions.plots import delta_rows
 
 __all__ = [
+    "SAMPLE_TEXTS",
+    "Hook",
     "HookSpec",
     "Window",
     "add_common_args",
+    "add_text_args",
+    "byte_windows",
     "char_windows",
     "delta_rows",
+    "head_axis",
+    "head_mean",
+    "in_held_out",
     "is_cjk",
     "load_model",
     "markdown_table",
     "model_from_args",
+    "pad_batch",
     "read_texts",
     "resolve_hooks",
     "run_batches",
     "save_figure",
+    "save_png",
     "save_table",
-    "stack_heads",
+    "text_windows_from_args",
+    "use_agg",
     "window_limit",
 ]
 
@@ -75,28 +92,89 @@ def resolve_hooks(spec: HookSpec, tokens: Tensor) -> list[Hook]:
     return list(spec)
 
 
-def stack_heads(x: Tensor, n_heads_out: int) -> Tensor:
-    """Give δ or positions a trailing head axis: [..., pos] -> [..., pos, 1] unless per-head.
+def head_axis(x: Tensor, n_heads_out: int | None = None) -> Tensor:
+    """δ or positions with a trailing head axis (size 1 unless the model has per-head rates).
 
-    ``n_heads_out`` is ``cfg.n_delta_outputs`` (1, or n_heads with per-head rates).
+    With ``n_heads_out`` (``cfg.n_delta_outputs``) any leading shape works: [..., pos] ->
+    [..., pos, 1] unless ``n_heads_out > 1``, when ``x`` already is [..., pos, heads]. Without
+    it ``x`` must be batched: [batch, pos] -> [batch, pos, 1]; [batch, pos, heads] as is.
     """
+    if n_heads_out is None:
+        return x.unsqueeze(-1) if x.ndim == 2 else x
     return x if n_heads_out > 1 else x.unsqueeze(-1)
 
 
+def head_mean(x: Tensor) -> Float[Tensor, "batch pos"]:
+    """δ or positions averaged over heads: [batch, pos, h] -> [batch, pos]; [batch, pos] as is.
+
+    Per-head models give every head its own positions; analyses that want one number per token
+    use the head mean (and say so in their output).
+    """
+    return x.mean(-1) if x.ndim == 3 else x
+
+
+def pad_batch(
+    token_lists: Sequence[Sequence[int]], device: torch.device | str = "cpu"
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
+    """Right-pad token lists with the separator: tokens [batch, max_len] and lengths [batch].
+
+    The model is causal, so padding after a sequence never changes its real positions.
+    """
+    lengths = torch.tensor([len(t) for t in token_lists], dtype=torch.long)
+    tokens = torch.full((len(token_lists), int(lengths.max())), SEPARATOR_ID, dtype=torch.long)
+    for i, t in enumerate(token_lists):
+        tokens[i, : len(t)] = torch.as_tensor(list(t), dtype=torch.long)
+    return tokens.to(device), lengths
+
+
 # ---------------------------------------------------------------------------------------- texts
+#: A few paragraphs written for these analyses, used when no ``--text-file`` is given (quick looks
+#: only: real analyses should pass held-out corpus text, e.g. data/heldout/all.jsonl).
+SAMPLE_TEXTS: tuple[str, ...] = (
+    "Marie Curie was a Polish-born physicist and chemist who worked in Paris, where she shared "
+    "a Nobel Prize with her husband, Pierre, and later won a second one on her own. Her notebooks "
+    "are still kept in lead-lined boxes.",
+    "The old harbour in New York was crowded every morning: ferries, fishing boats and barges "
+    "waited in long lines, while gulls circled above the market stalls and shouted at the crowd.",
+    "To install the package, open a terminal and type the command below. If the download fails, "
+    "check your proxy settings, then try again; most errors come from a missing certificate.",
+    "She said that the river had frozen twice that winter, once in December and again in late "
+    "February, and that nobody in the village could remember anything like it.",
+    "人工智能是计算机科学的一个分支，它试图理解智能的实质，并生产出一种新的能以人类智能相似的方式做出反应的智能机器。",
+)
+
+
+def in_held_out(text: str, fraction: float) -> bool:
+    """Whether a document is in the training pipeline's hash-split validation set.
+
+    The rule written in ``data/tokens/meta.json``: blake2b(UTF-8 text, 8-byte digest) as a
+    big-endian integer / 2**64 < val_fraction.
+    """
+    key = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+    return key / 2**64 < fraction
+
+
 def read_texts(
     paths: str | Path | Sequence[str | Path],
     source: str | None = None,
     max_docs: int | None = None,
+    held_out: float | None = None,
 ) -> list[str]:
     """Documents from plain-text or JSON-lines files.
 
     ``.jsonl`` files hold one JSON object per line with a ``"text"`` field (and optionally
     ``"source"``, kept only if it equals ``source`` when that is given); any other file is one
     document. Empty documents are skipped; at most ``max_docs`` are returned.
+
+    held_out: keep only documents of the hash-split validation set with this fraction (see
+    `in_held_out`), i.e. text the shipped models never trained on.
     """
     if isinstance(paths, str | Path):
         paths = [paths]
+
+    def keep(text: str) -> bool:
+        return bool(text) and (held_out is None or in_held_out(text, held_out))
+
     docs: list[str] = []
     for path in map(Path, paths):
         if not path.is_file():
@@ -114,13 +192,13 @@ def read_texts(
                         raise ValueError(f'{path}:{n}: expected an object with a "text" string')
                     if source is not None and row.get("source") != source:
                         continue
-                    if row["text"]:
+                    if keep(row["text"]):
                         docs.append(row["text"])
                     if max_docs is not None and len(docs) >= max_docs:
                         return docs
         else:
             text = path.read_text(encoding="utf-8")
-            if text:
+            if keep(text):
                 docs.append(text)
         if max_docs is not None and len(docs) >= max_docs:
             return docs[:max_docs]
@@ -176,6 +254,27 @@ def char_windows(text: str, max_tokens: int, doc: int = 0) -> list[Window]:
     return windows
 
 
+def byte_windows(
+    texts: Sequence[str], n_bytes: int, max_windows: int, per_doc: int = 2
+) -> list[list[int]]:
+    """Windows of exactly ``n_bytes`` UTF-8 bytes (separator prepended: n_bytes + 1 tokens).
+
+    Consecutive, non-overlapping pieces, at most ``per_doc`` from each document so that a few long
+    documents do not make up the whole sample. Pieces may cut a multi-byte character, as the
+    training windows did. Texts shorter than ``n_bytes`` give no window.
+    """
+    if n_bytes < 2:
+        raise ValueError(f"windows need at least 2 bytes, got {n_bytes}")
+    windows: list[list[int]] = []
+    for text in texts:
+        data = text.encode("utf-8")
+        for k in range(min(per_doc, len(data) // n_bytes)):
+            windows.append([SEPARATOR_ID, *data[k * n_bytes : (k + 1) * n_bytes]])
+            if len(windows) >= max_windows:
+                return windows
+    return windows
+
+
 # ---------------------------------------------------------------------------------------- runs
 @torch.no_grad()
 def run_batches(
@@ -206,15 +305,11 @@ def run_batches(
     device = model.W_E.device
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc=desc, disable=not progress, leave=False):
-        lengths = torch.tensor([len(token_lists[i]) for i in idx])
-        if int(lengths.max()) > model.cfg.n_ctx:
+        tokens, lengths = pad_batch([token_lists[i] for i in idx], device)
+        if tokens.shape[1] > model.cfg.n_ctx:
             raise ValueError(
-                f"a sequence of {int(lengths.max())} tokens exceeds n_ctx={model.cfg.n_ctx}"
+                f"a sequence of {tokens.shape[1]} tokens exceeds n_ctx={model.cfg.n_ctx}"
             )
-        tokens = torch.full((len(idx), int(lengths.max())), SEPARATOR_ID, dtype=torch.long)
-        for row, i in enumerate(idx):
-            tokens[row, : lengths[row]] = torch.as_tensor(list(token_lists[i]), dtype=torch.long)
-        tokens = tokens.to(device)
         captured: dict[str, Tensor] = {}
 
         def keep(act: Tensor, hook: Any, store: dict[str, Tensor] = captured) -> None:
@@ -296,8 +391,12 @@ def save_figure(
     stem: str,
     formats: Sequence[str] = ("png", "svg"),
     dpi: int = 150,
+    close: bool = False,
 ) -> list[Path]:
-    """Save a matplotlib Figure under ``out_dir`` in every format; returns the paths."""
+    """Save a matplotlib Figure under ``out_dir`` (created) in every format; returns the paths.
+
+    close: close the figure afterwards (commands that make many figures; a notebook user who
+    asked for the figure keeps it open)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -305,21 +404,95 @@ def save_figure(
         path = out / f"{stem}.{ext}"
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
         paths.append(path)
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return paths
 
 
+def save_png(fig: Any, out_dir: str | Path, stem: str, dpi: int = 130) -> Path:
+    """``out_dir/stem.png`` (folder created), then close the figure."""
+    return save_figure(fig, out_dir, stem, formats=("png",), dpi=dpi, close=True)[0]
+
+
+def use_agg() -> None:
+    """Select matplotlib's file-only backend (commands run without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
 # ---------------------------------------------------------------------------------------- commands
-def add_common_args(parser: argparse.ArgumentParser, out_default: str) -> argparse.ArgumentParser:
-    """The options every analysis command shares."""
+def add_common_args(
+    parser: argparse.ArgumentParser, out_default: str, batch_size: int = 8, seed: bool = False
+) -> argparse.ArgumentParser:
+    """The options every analysis command shares (``--seed`` where the command samples)."""
     parser.add_argument("--model", required=True, help="shipped model name or checkpoint folder")
     parser.add_argument("--out", default=out_default, help=f"output folder (default {out_default})")
     parser.add_argument(
         "--device", default=None, help="torch device (default: where the checkpoint loads, CPU)"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        help=f"sequences per forward pass (default {batch_size})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="random seed")
     return parser
+
+
+def add_text_args(parser: argparse.ArgumentParser, max_windows: int = 64) -> None:
+    """--text-file, --max-docs, --held-out, --window-bytes, --max-windows (for `byte_windows`)."""
+    parser.add_argument(
+        "--text-file", nargs="+", default=None,
+        help="plain text or JSON lines (field 'text'); several are interleaved",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-docs", type=int, default=None, help="read at most this many documents"
+    )
+    parser.add_argument(
+        "--held-out", type=float, default=None, metavar="FRACTION",
+        help="keep only documents of the training hash split's validation set with this fraction "
+        "(0.03 for data/tokens, see its meta.json)",
+    )  # fmt: skip
+    parser.add_argument("--window-bytes", type=int, default=None, help="bytes per window")
+    parser.add_argument(
+        "--max-windows", type=int, default=max_windows, help=f"windows (default {max_windows})"
+    )
+
+
+def text_windows_from_args(
+    args: argparse.Namespace, model: HookedIncrementTransformer, default_bytes: int
+) -> list[list[int]]:
+    """Equal-length windows from ``--text-file`` (or the built-in samples) for a command.
+
+    Several files: their documents are interleaved (en, zh, en, zh, ...) so that a window limit
+    does not fill up from the first file alone. ``--held-out F`` keeps only the training split's
+    validation documents. Uses ``--window-bytes`` (default ``min(default_bytes, n_ctx - 1)``) and
+    ``--max-windows``; with the built-in samples the window shrinks to the shortest sample so
+    that each gives one.
+    """
+    n_bytes = min(args.window_bytes or default_bytes, model.cfg.n_ctx - 1)
+    if args.text_file:
+        per_file = [
+            read_texts(f, max_docs=args.max_docs, held_out=args.held_out) for f in args.text_file
+        ]
+        texts = [
+            doc for group in itertools.zip_longest(*per_file) for doc in group if doc is not None
+        ]
+    else:
+        texts = list(SAMPLE_TEXTS)
+        n_bytes = min(n_bytes, min(len(t.encode("utf-8")) for t in texts))
+        print("no --text-file: using the built-in sample paragraphs", file=sys.stderr)
+    windows = byte_windows(texts, n_bytes, args.max_windows)
+    if not windows:
+        raise SystemExit(f"no text window of {n_bytes} bytes: give longer texts or --window-bytes")
+    return windows
 
 
 def model_from_args(args: argparse.Namespace) -> HookedIncrementTransformer:

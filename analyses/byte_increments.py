@@ -40,8 +40,8 @@ from analyses._common import (
     HookSpec,
     char_windows,
     delta_rows,
+    head_axis,
     run_batches,
-    stack_heads,
     window_limit,
 )
 from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
@@ -131,7 +131,7 @@ def collect_context_deltas(
             ids = np.asarray(token_lists[i])
             counts += np.bincount(ids, minlength=vocab)
             for r, name in enumerate(names):
-                d = stack_heads(captured[name][row, :n], n_out).numpy()  # [pos, heads]
+                d = head_axis(captured[name][row, :n], n_out).numpy()  # [pos, heads]
                 np.add.at(sums[r], ids, d)
     return ByteDeltaStats([label for _, label in rows], sums, counts)
 
@@ -145,7 +145,7 @@ def identity_deltas(
     (``L0``), whose increment MLP reads the embedding; ``none``: all ones.
     """
     table = model.byte_deltas().detach().float().cpu()
-    return delta_rows(model)[0][1], stack_heads(table, model.cfg.n_delta_outputs).numpy().astype(
+    return delta_rows(model)[0][1], head_axis(table, model.cfg.n_delta_outputs).numpy().astype(
         np.float64
     )
 

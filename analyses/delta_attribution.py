@@ -32,7 +32,7 @@ average over output heads.
 Command::
 
     python -m analyses.delta_attribution --model NAME_OR_DIR --text-file data/corpus/en.jsonl \
-        --out results/delta_attribution
+        --out out/delta_attribution
 """
 
 from __future__ import annotations
@@ -49,16 +49,16 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from analyses._toolbox import (
+from analyses._common import (
     HookSpec,
-    add_model_args,
+    add_common_args,
     add_text_args,
-    load_model_from_args,
     markdown_table,
+    model_from_args,
     pad_batch,
     resolve_hooks,
-    save_csv,
     save_png,
+    save_table,
     text_windows_from_args,
     use_agg,
 )
@@ -423,13 +423,13 @@ def plot_attribution(summary: AttributionSummary, title: str = ""):
 # ---------------------------------------------------------------------------------------- command
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_model_args(parser, "results/delta_attribution")
+    add_common_args(parser, "out/delta_attribution", batch_size=16, seed=True)
     add_text_args(parser, max_windows=32)
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="layers to attribute (default all)")
     parser.add_argument("--top", type=int, default=8, help="parts per layer in the printed table")
     args = parser.parse_args(argv)
     use_agg()
-    model = load_model_from_args(args)
+    model = model_from_args(args)
     variant = model.cfg.variant_name
     try:
         increment_mlp_prefix(model, 0)
@@ -438,8 +438,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     windows = text_windows_from_args(args, model, default_bytes=255)
     summary = delta_attribution(model, windows, args.layers, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
-    save_csv(summary.parts, args.out, "parts")
-    save_csv(summary.checks, args.out, "checks")
+    save_table(summary.parts, args.out, "parts")
+    save_table(summary.checks, args.out, "checks")
     heads = model.cfg.n_delta_outputs > 1
     print(f"## δ attribution ({variant}; {len(windows)} windows of {len(windows[0]) - 1} bytes)\n")
     print("Checks per layer" + (" and output head" if heads else "") + ": `completeness_err` = max |Σ_parts g·c − g·x| "

@@ -45,7 +45,7 @@ from jaxtyping import Float
 from scipy.stats import wilcoxon
 
 from analyses import _common
-from analyses._common import HookSpec, delta_rows, run_batches, stack_heads
+from analyses._common import HookSpec, delta_rows, head_axis, run_batches
 from lens_positions import HookedIncrementTransformer
 from lens_positions.tokenizer import encode
 
@@ -226,7 +226,7 @@ def measure_pairs(
     ):
         for row, i in enumerate(idx):
             for r, name in enumerate(names):
-                values[i, r] = stack_heads(captured[name][row], n_out).numpy()[targets[i]]
+                values[i, r] = head_axis(captured[name][row], n_out).numpy()[targets[i]]
     values = values.reshape(len(pairs), 2, len(carriers), len(rows), n_out).mean(axis=2)
     return PairDeltas(list(pairs), [label for _, label in rows], values[:, 0], values[:, 1])
 

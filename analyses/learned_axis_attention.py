@@ -21,7 +21,7 @@ learned units, not ``q - k`` in bytes. This module gives
 Command::
 
     python -m analyses.learned_axis_attention --model NAME_OR_DIR --text-file data/corpus/en.jsonl \
-        --out results/learned_axis_attention
+        --out out/learned_axis_attention
 """
 
 from __future__ import annotations
@@ -41,18 +41,18 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from analyses._toolbox import (
+from analyses._common import (
     SAMPLE_TEXTS,
     HookSpec,
-    add_model_args,
+    add_common_args,
     add_text_args,
     head_axis,
-    load_model_from_args,
     markdown_table,
+    model_from_args,
     pad_batch,
     resolve_hooks,
-    save_csv,
     save_png,
+    save_table,
     text_windows_from_args,
     use_agg,
 )
@@ -377,7 +377,7 @@ def fit_text(text: str, max_bytes: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_model_args(parser, "results/learned_axis_attention")
+    add_common_args(parser, "out/learned_axis_attention", batch_size=16, seed=True)
     add_text_args(parser, max_windows=32)
     parser.add_argument("--text", default=SAMPLE_TEXTS[0], help="text for the attention views and the query figure")
     parser.add_argument("--view-bytes", type=int, default=120, help="cut --text to this many bytes for the views")
@@ -387,11 +387,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--bins-per-token", type=float, default=1.5, help="learned-axis bins per mean δ")
     args = parser.parse_args(argv)
     use_agg()
-    model = load_model_from_args(args)
+    model = model_from_args(args)
     variant = model.cfg.variant_name
     windows = text_windows_from_args(args, model, default_bytes=255)
     table = look_back_distances(model, windows, args.batch_size, progress=not args.no_progress)
-    save_csv(table, args.out, "look_back")
+    save_table(table, args.out, "look_back")
     per_head = model.cfg.n_delta_outputs > 1
     print(f"## Look-back per head ({variant}; {len(windows)} windows of {len(windows[0]) - 1} bytes)\n")
     print("Mean over queries (separator excluded) of Σ_k pattern·(p_q − p_k) (`lookback_learned`) and "

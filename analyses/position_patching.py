@@ -31,7 +31,7 @@ effect is reported as a check (``prefix_max_abs``, must be 0).
 Command::
 
     python -m analyses.position_patching --model NAME_OR_DIR --text-file data/corpus/en.jsonl \
-        --out results/position_patching
+        --out out/position_patching
 """
 
 from __future__ import annotations
@@ -54,16 +54,16 @@ from tqdm.auto import tqdm
 from transformer_lens import patching
 from transformer_lens import utilities as tl_utils
 
-from analyses._toolbox import (
+from analyses._common import (
     Hook,
     HookSpec,
-    add_model_args,
+    add_common_args,
     add_text_args,
-    load_model_from_args,
     markdown_table,
+    model_from_args,
     resolve_hooks,
-    save_csv,
     save_png,
+    save_table,
     text_windows_from_args,
     use_agg,
 )
@@ -185,7 +185,7 @@ def position_interventions(
     """Replace learned positions per layer and measure what it costs the model.
 
     windows: token lists of one common length (separator first), e.g. from
-        `analyses._toolbox.byte_windows`. ``other_prompt`` pairs window i with window i-1 (needs at
+        `analyses._common.byte_windows`. ``other_prompt`` pairs window i with window i-1 (needs at
         least two windows).
     fwd_hooks: hooks applied in every run, clean and intervened (they run before the
         intervention's own hooks).
@@ -530,7 +530,7 @@ def plot_entity_patching(result: EntityPatchResult, title: str = ""):
 # ---------------------------------------------------------------------------------------- command
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_model_args(parser, "results/position_patching")
+    add_common_args(parser, "out/position_patching", batch_size=16, seed=True)
     add_text_args(parser, max_windows=64)
     parser.add_argument("--interventions", nargs="+", default=list(INTERVENTIONS), choices=INTERVENTIONS)
     parser.add_argument("--continuation", default=".", help="continuation scored after each entity")
@@ -540,14 +540,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-entities", action="store_true", help="skip part 2")
     args = parser.parse_args(argv)
     use_agg()
-    model = load_model_from_args(args)
+    model = model_from_args(args)
     variant = model.cfg.variant_name
     windows = text_windows_from_args(args, model, default_bytes=255)
     result = position_interventions(
         model, windows, args.interventions, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress
     )
-    save_csv(result.table, args.out, "interventions")
-    save_csv(result.per_window, args.out, "interventions_per_window")
+    save_table(result.table, args.out, "interventions")
+    save_table(result.per_window, args.out, "interventions_per_window")
     per_head = " (per-head: |Δposition| is averaged over heads)" if model.cfg.n_delta_outputs > 1 else ""
     print(f"## Position interventions ({variant}; {len(windows)} windows of {len(windows[0]) - 1} bytes; "
           f"clean loss {result.clean_loss:.4f} nats/byte)\n")
@@ -561,9 +561,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         ent = entity_patching(model, prompts, args.continuation, per_position=not args.no_per_position,
                               progress=not args.no_progress)
         summary = ent.summary()
-        save_csv(ent.per_prompt, args.out, "entity_patching_per_prompt")
-        save_csv(ent.per_position, args.out, "entity_patching_per_position")
-        save_csv(summary, args.out, "entity_patching")
+        save_table(ent.per_prompt, args.out, "entity_patching_per_prompt")
+        save_table(ent.per_position, args.out, "entity_patching_per_position")
+        save_table(summary, args.out, "entity_patching")
         print(f"\n## Entity patching: real-order → reversed ({len(prompts)} prompts, continuation {args.continuation!r})\n")
         print("Metric: log-prob of the continuation in the reversed prompt. `whole_layer` = patched − reversed "
               "when the layer's whole activation comes from the real-order prompt; `control_unrelated` = the same "

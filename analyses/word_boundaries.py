@@ -54,9 +54,9 @@ from analyses._common import (
     HookSpec,
     char_windows,
     delta_rows,
+    head_axis,
     is_cjk,
     run_batches,
-    stack_heads,
     window_limit,
 )
 from lens_positions import HookedIncrementTransformer
@@ -126,7 +126,7 @@ def _score(
             i = keep[j]
             where = np.asarray(targets[i])
             for r, name in enumerate(names):
-                out[offsets[i] : offsets[i + 1], r] = stack_heads(
+                out[offsets[i] : offsets[i + 1], r] = head_axis(
                     captured[name][row], n_out
                 ).numpy()[where]
     return out

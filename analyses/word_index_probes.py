@@ -31,7 +31,7 @@ Controls and balanced evaluation:
 
 Command::
 
-    python -m analyses.word_index_probes --model NAME_OR_DIR --out results/word_index_probes
+    python -m analyses.word_index_probes --model NAME_OR_DIR --out out/word_index_probes
 """
 
 from __future__ import annotations
@@ -57,16 +57,16 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from analyses._toolbox import (
+from analyses._common import (
     HookSpec,
-    add_model_args,
+    add_common_args,
     head_axis,
-    load_model_from_args,
     markdown_table,
+    model_from_args,
     pad_batch,
     resolve_hooks,
-    save_csv,
     save_png,
+    save_table,
     use_agg,
 )
 from analyses._wordlist import WORDS
@@ -508,7 +508,7 @@ def plot_f1(result: WordIndexResult, title: str = ""):
 # ---------------------------------------------------------------------------------------- command
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_model_args(parser, "results/word_index_probes")
+    add_common_args(parser, "out/word_index_probes", batch_size=16, seed=True)
     parser.add_argument("--n-words", type=int, default=7, help="words per prompt (default 7)")
     parser.add_argument("--n-train", type=int, default=1500, help="training prompts (default 1500)")
     parser.add_argument("--n-test", type=int, default=500, help="test prompts (default 500)")
@@ -519,16 +519,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-controls", action="store_true", help="skip random letters and shuffled labels")
     args = parser.parse_args(argv)
     use_agg()
-    model = load_model_from_args(args)
+    model = model_from_args(args)
     result = word_index_probes(
         model, n_words=args.n_words, n_train=args.n_train, n_test=args.n_test, prefix=args.prefix,
         min_len=args.min_len, max_len=args.max_len, controls=not args.no_controls, C=args.C,
         seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
     )
     summary = result.summary()
-    save_csv(result.accuracy, args.out, "accuracy")
-    save_csv(result.f1, args.out, "f1")
-    save_csv(summary, args.out, "summary")
+    save_table(result.accuracy, args.out, "accuracy")
+    save_table(result.f1, args.out, "f1")
+    save_table(summary, args.out, "summary")
     variant = model.cfg.variant_name
     print(f"## Word-index probes ({variant}, {args.n_words} words, {args.n_train} train / {args.n_test} test prompts)\n")
     print("Accuracy at the last byte of each word (test words unseen in training). `learned` = "

@@ -140,6 +140,27 @@ class HookedIncrementTransformer(HookedRootModule):
         return out, cache_dict
 
     # ------------------------------------------------------------------ input checks
+    def _check_token_range(self, tokens: Int[Tensor, "batch pos"]) -> None:
+        """Raise on ids outside [0, d_vocab) before they index the embedding.
+
+        On CPU this is a cheap host check with a readable error. On an accelerator reading the
+        range back would stall the host once per forward pass (the GPU waits idle while Python
+        catches up), so there the check is queued on the device instead (``_assert_async``): a bad
+        id still stops the run, as a device-side assertion, without a per-call synchronisation.
+        Inside ``torch.compile`` the check is left to the embedding's own bounds check.
+        """
+        if torch.compiler.is_compiling():
+            return
+        if tokens.device.type == "cpu":
+            lo, hi = int(tokens.min()), int(tokens.max())
+            if lo < 0 or hi >= self.cfg.d_vocab:
+                raise ValueError(
+                    f"token ids must lie in [0, {self.cfg.d_vocab}); got values in [{lo}, {hi}]"
+                )
+        else:
+            in_range = ((tokens >= 0) & (tokens < self.cfg.d_vocab)).all()
+            torch._assert_async(in_range, f"token ids must lie in [0, {self.cfg.d_vocab})")
+
     def _input_tokens(
         self, input: TextInput, prepend_bos: bool, past_kv_cache: IncrementKVCache | None
     ) -> Int[Tensor, "batch pos"]:
@@ -153,11 +174,7 @@ class HookedIncrementTransformer(HookedRootModule):
                 raise TypeError(f"tokens must be integer ids, got dtype {tokens.dtype}")
             if tokens.shape[1] == 0:
                 raise ValueError("empty input: tokens have no positions")
-            lo, hi = int(tokens.min()), int(tokens.max())
-            if lo < 0 or hi >= self.cfg.d_vocab:
-                raise ValueError(
-                    f"token ids must lie in [0, {self.cfg.d_vocab}); got values in [{lo}, {hi}]"
-                )
+            self._check_token_range(tokens)
             tokens = tokens.to(self.W_E.device)
         else:
             tokens = self.to_tokens(input, prepend_bos=prepend_bos)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analyses._toolbox import SAMPLE_TEXTS, byte_windows
+from analyses._common import SAMPLE_TEXTS, byte_windows
 from analyses.delta_attribution import (
     attribute_batch,
     delta_attribution,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analyses._toolbox import SAMPLE_TEXTS, byte_windows, pad_batch
+from analyses._common import SAMPLE_TEXTS, byte_windows, pad_batch
 from analyses.learned_axis_attention import (
     attention_html,
     attention_views,

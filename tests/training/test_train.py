@@ -160,6 +160,21 @@ def test_grad_accumulation_matches_the_full_batch(token_dir: Path, tmp_path: Pat
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
+def test_compiled_training_matches_eager(token_dir: Path, tmp_path: Path):
+    """``--compile`` (inductor) trains the same model as eager and saves plain, loadable weights."""
+    changes = dict(increments="per_layer", steps=4, checkpoint_every=2, eval_every=4)
+    eager = train(tiny(**changes), token_dir, tmp_path / "eager", quiet())
+    compiled = train(tiny(compile=True, **changes), token_dir, tmp_path / "compiled", quiet())
+    a, b = final_weights(tmp_path / "eager"), final_weights(tmp_path / "compiled")
+    assert sorted(a) == sorted(b)  # no "_orig_mod." prefixes from the compiled wrapper
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4, msg=k)
+    assert compiled.val_loss == pytest.approx(eager.val_loss, rel=1e-4)
+    model = HookedIncrementTransformer.from_pretrained(compiled.final_dir)
+    assert model.cfg.increments == "per_layer"
+
+
 def test_frozen_variant_uses_the_shared_models_table(token_dir: Path, tmp_path: Path):
     train(tiny(increments="shared", steps=30), token_dir, tmp_path / "shared", quiet())
     source = HookedIncrementTransformer.from_pretrained(tmp_path / "shared" / "final")
