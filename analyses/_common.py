@@ -38,6 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
+from lens_positions.atomic import atomic_path
 from lens_positions.plots import delta_rows
 
 __all__ = [
@@ -377,11 +378,10 @@ def markdown_table(
 
 
 def save_table(df: pd.DataFrame, out_dir: str | Path, stem: str) -> Path:
-    """Write a table as CSV under ``out_dir`` (created if missing)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{stem}.csv"
-    df.to_csv(path, index=False)
+    """Write a table as CSV under ``out_dir`` (created if missing), atomically."""
+    path = Path(out_dir) / f"{stem}.csv"
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
     return path
 
 
@@ -402,7 +402,8 @@ def save_figure(
     paths = []
     for ext in formats:
         path = out / f"{stem}.{ext}"
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
         paths.append(path)
     if close:
         import matplotlib.pyplot as plt

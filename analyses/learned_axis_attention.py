@@ -57,6 +57,7 @@ from analyses._common import (
     use_agg,
 )
 from lens_positions import HookedIncrementTransformer
+from lens_positions.atomic import write_text_atomic
 
 
 # ---------------------------------------------------------------------------------------- look-back
@@ -407,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     html_path = out / "attention.html"
-    html_path.write_text(attention_html(sections), encoding="utf-8")
+    write_text_atomic(html_path, attention_html(sections))
     paths = [
         html_path,
         save_png(plot_query(model, text, args.query, title=f"One query: {variant}", keys=args.keys), out, "query_attention"),

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from analyses._common import markdown_table, save_figure, save_table
+from lens_positions.atomic import write_text_atomic
 
 #: Display order of variants (others follow alphabetically).
 VARIANT_ORDER = (
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "loss_comparison.md").write_text(text + "\n", encoding="utf-8")
+    write_text_atomic(out / "loss_comparison.md", text + "\n")
     save_table(table, out, "loss_comparison")
     fig = plot_curves(curves(runs), smooth=args.smooth)
     paths = save_figure(fig, out, "loss_curves", formats=("png",))

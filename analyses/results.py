@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from analyses._common import is_cjk, markdown_table
+from lens_positions.atomic import atomic_open, write_json_atomic, write_text_atomic
 
 #: Variants in report order, and the shipped model of each.
 VARIANTS: tuple[str, ...] = ("none", "shared", "per-layer", "per-layer-per-head")
@@ -106,12 +107,9 @@ def chinese_fraction(text: str) -> float:
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def split_parts(text: str, max_bytes: int = 4000) -> list[str]:
@@ -280,12 +278,12 @@ def run_module(
     mod = importlib.import_module(f"analyses.{module}")
     out.mkdir(parents=True, exist_ok=True)
     log(f"  {cmd}")
-    with (out / "report.md").open("w", encoding="utf-8") as f, contextlib.redirect_stdout(f):
+    with atomic_open(out / "report.md") as f, contextlib.redirect_stdout(f):
         try:
             mod.main(list(argv))
         except SystemExit as e:
             raise RuntimeError(f"analyses.{module} exited with status {e.code}") from e
-    stamp.write_text(cmd + "\n", encoding="utf-8")
+    write_text_atomic(stamp, cmd + "\n")
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -735,9 +733,7 @@ def _auc_observations(ctx: Context, df: pd.DataFrame, language: str) -> None:
 
 # ---------------------------------------------------------------------------------------- 4. entities
 def _write_pairs(path: Path, pairs: Sequence[tuple[str, str]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{a}\t{b}\n" for a, b in pairs), encoding="utf-8")
-    return path
+    return write_text_atomic(path, "".join(f"{a}\t{b}\n" for a, b in pairs))
 
 
 def section_entities(ctx: Context) -> str:
@@ -1235,9 +1231,7 @@ def run_results(
 
     def write(finished: bool) -> None:
         header["wall"] = time.time() - start
-        tmp = path.with_suffix(".md.tmp")
-        tmp.write_text(render(ctx, sections, header, stats, finished), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, render(ctx, sections, header, stats, finished))
 
     # The loss table runs last: it reads the cards, which `training.ship` may still be rewriting.
     order = sorted(sections, key=lambda s: s.key == "loss")
@@ -1263,13 +1257,13 @@ def run_results(
             log(f"section {s.title}: {s.status} in {s.seconds:.0f} s")
             write(False)
     write(True)
-    (out / "results.json").write_text(json.dumps({
+    write_json_atomic(out / "results.json", {
         "command": header["command"], "wall_s": round(time.time() - start, 1), "quick": quick,
         "threads": threads, "models": models, "bounds": asdict(bounds),
         "texts": {k: str(v) for k, v in texts.items()},
         "sections": [{"key": s.key, "title": s.title, "status": s.status, "seconds": round(s.seconds, 1)} for s in sections],
         "observations": list(dict.fromkeys(ctx.observations)),
-    }, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")  # fmt: skip
+    })  # fmt: skip
     log(f"wrote {path} in {time.time() - start:.0f} s")
     return path
 

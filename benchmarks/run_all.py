@@ -17,6 +17,7 @@ from pathlib import Path
 
 from benchmarks import analysis, scaling, train_step
 from benchmarks.common import H100_BF16_PEAK_TFLOPS, VARIANTS, Report, today
+from lens_positions.atomic import write_text_atomic
 
 SCRIPTS = {"train_step": train_step, "analysis": analysis, "scaling": scaling}
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -73,7 +74,8 @@ def section(args: argparse.Namespace, argv: list[str], reports: list[Report]) ->
 
 def append_results(path: Path, text: str) -> None:
     existing = path.read_text(encoding="utf-8") if path.exists() else HEADER
-    path.write_text(existing.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n", encoding="utf-8")
+    # atomic: an interrupted append must not cut off the history already in the file
+    write_text_atomic(path, existing.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -140,7 +140,7 @@ class HookedIncrementTransformer(HookedRootModule):
         return out, cache_dict
 
     # ------------------------------------------------------------------ input checks
-    def _check_token_range(self, tokens: Int[Tensor, "batch pos"]) -> None:
+    def _check_token_range(self, tokens: Int[Tensor, "batch pos"], on_host: bool | None = None) -> None:
         """Raise on ids outside [0, d_vocab) before they index the embedding.
 
         On CPU this is a cheap host check with a readable error. On an accelerator reading the
@@ -148,10 +148,11 @@ class HookedIncrementTransformer(HookedRootModule):
         catches up), so there the check is queued on the device instead (``_assert_async``): a bad
         id still stops the run, as a device-side assertion, without a per-call synchronisation.
         Inside ``torch.compile`` the check is left to the embedding's own bounds check.
+        ``on_host`` overrides the choice (default: host check for CPU tensors only).
         """
         if torch.compiler.is_compiling():
             return
-        if tokens.device.type == "cpu":
+        if on_host if on_host is not None else tokens.device.type == "cpu":
             lo, hi = int(tokens.min()), int(tokens.max())
             if lo < 0 or hi >= self.cfg.d_vocab:
                 raise ValueError(

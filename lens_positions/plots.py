@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
+from lens_positions.atomic import atomic_path, write_text_atomic
 from lens_positions.tokenizer import char_spans, encode
 
 if TYPE_CHECKING:
@@ -542,14 +543,9 @@ def save_spaced_text(
         fig = plot_spaced_text(texts, scale=scale, title=title, show_bytes=show_bytes)
         for ext in ("png", "svg"):
             path = out / f"{stem}_{scale}.{ext}"
-            fig.savefig(path, dpi=dpi, bbox_inches="tight")
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
             paths.append(path)
-    path = out / f"{stem}.html"
-    path.write_text(
-        spaced_text_html(
-            texts, title=title or "Learned positions", scale=scales[0] if scales else "row"
-        ),
-        encoding="utf-8",
-    )
-    paths.append(path)
+    html = spaced_text_html(texts, title=title or "Learned positions", scale=scales[0] if scales else "row")
+    paths.append(write_text_atomic(out / f"{stem}.html", html))
     return paths

@@ -9,12 +9,11 @@ carry their own scripts are embedded as ``<iframe srcdoc>`` so their styles and 
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from lens_positions.atomic import write_text_atomic
 from lens_positions.model import HookedIncrementTransformer
 from lens_positions.summary import TextIncrements, context_snippet
 
@@ -138,14 +137,4 @@ def build_report(
 
 def write_report(page: str, path: str | Path) -> Path:
     """Write the page atomically: a reader never sees half a report, an old one stays on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, page)

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from training.corpus import publish, write_json_atomic
+from lens_positions.atomic import atomic_open, write_json_atomic
 from training.html_text import cjk_count, html_to_sections
 
 LANGUAGES = ("en", "zh")
@@ -236,7 +235,7 @@ def build_corpus(
         docs = _collect(lang, sources, root, min_bytes, min_cjk_share, dropped, progress)
         docs = drop_contained(docs, dropped)
         lang_stats = _lang_stats()
-        with _atomic_text(out / f"{lang}.jsonl") as f:
+        with atomic_open(out / f"{lang}.jsonl") as f:
             for doc in docs:
                 f.write(json.dumps(doc, ensure_ascii=False) + "\n")
                 _add_stats(lang_stats, doc)
@@ -246,30 +245,6 @@ def build_corpus(
         raise ValueError(f"no documents extracted from {sources} under {root}")
     write_json_atomic(out / "stats.json", stats)
     return stats
-
-
-class _atomic_text:
-    """Context manager: a text file written under a temporary name, renamed on success only."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self):
-        self.file = tempfile.NamedTemporaryFile(
-            "w",
-            dir=self.path.parent,
-            prefix=f".{self.path.name}.",
-            suffix=".tmp",
-            delete=False,
-            encoding="utf-8",
-        )
-        return self.file
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.file.close()
-        if exc_type is None:
-            publish(self.file.name, self.path)
-        Path(self.file.name).unlink(missing_ok=True)
 
 
 def format_stats(stats: dict[str, Any]) -> str:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from lens_positions.atomic import atomic_open, temp_files
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "lens_positions.train-checkpoint/v1"
@@ -81,24 +82,9 @@ def _python_state_to_lists(state: tuple) -> list:
 # ---------------------------------------------------------------------------------------- files
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (plus the format tag) to ``path`` atomically; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    with atomic_open(path, "wb", fsync=True) as f:
+        torch.save({"format": FORMAT, **payload}, f)
+    return Path(path)
 
 
 def load_checkpoint(
@@ -124,7 +110,7 @@ def load_checkpoint(
 
 def stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     """Temporary checkpoint files left in ``folder`` by a process killed while writing."""
-    return sorted(Path(folder).glob(f".{CHECKPOINT_NAME}.*.tmp"))
+    return temp_files(Path(folder) / CHECKPOINT_NAME)
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
@@ -133,17 +119,3 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a directory be opened.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lens_positions.atomic import write_text_atomic
 from lens_positions.checkpoints import CheckpointError
 from training import distributed
 from training.checkpointing import TrainCheckpointError
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         from analyses.loss_comparison import compare_runs, format_table
 
         table = format_table(compare_runs([r.out_dir for r in results]))
-        (out / SUMMARY_NAME).write_text(table + "\n", encoding="utf-8")
+        write_text_atomic(out / SUMMARY_NAME, table + "\n")
         print(table)
     return 0
 

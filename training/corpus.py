@@ -45,6 +45,7 @@ from typing import IO, Any
 import numpy as np
 from tqdm import tqdm
 
+from lens_positions.atomic import write_json_atomic
 from training.sources import Document, iter_documents, parse_spec
 
 SEPARATOR_ID = 256
@@ -288,24 +289,6 @@ def publish(temp_name: str | os.PathLike, path: str | os.PathLike) -> None:
     )  # tempfile creates 0600; the result should be readable like any output
     os.replace(temp_name, path)
 
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    with tempfile.NamedTemporaryFile(
-        "w",
-        dir=path.parent,
-        prefix=f".{path.name}.",
-        suffix=".tmp",
-        delete=False,
-        encoding="utf-8",
-    ) as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    try:
-        publish(f.name, path)
-    finally:
-        Path(f.name).unlink(missing_ok=True)
 
 
 def read_metadata(data_dir: str | os.PathLike) -> dict[str, Any]:

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lens_positions.atomic import write_text_atomic
+
 METRICS_NAME = "metrics.jsonl"
 LN2 = math.log(2.0)
 
@@ -119,9 +121,7 @@ def truncate_metrics(folder: str | os.PathLike, step: int) -> int:
         # A final evaluation is redone by the resumed run, so an earlier one would be a duplicate.
         if record.get("step", 0) <= step and record.get("kind") != "final":
             kept.append(line)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(k + "\n" for k in kept))
     return len(lines) - len(kept)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from lens_positions.atomic import write_json_atomic, write_text_atomic
 from lens_positions.checkpoints import PRETRAINED_DIR, save_pretrained
 from lens_positions.model import HookedIncrementTransformer
 from training.corpus import load_tokens
@@ -51,7 +52,7 @@ def ship(source: Path, name: str, data: Path, windows: int | None = None, batch_
         info = json.loads(card_json.read_text())
         info["shipped"] = result
         info["val_bits_per_byte"] = result["val_bpb"]
-        card_json.write_text(json.dumps(info, indent=2) + "\n")
+        write_json_atomic(card_json, info)
     card_md = target / "card.md"
     text = card_md.read_text(encoding="utf-8") if card_md.is_file() else f"# {name}\n"
     text = text.split("\n## Shipped weights")[0].rstrip() + "\n"
@@ -63,7 +64,7 @@ def ship(source: Path, name: str, data: Path, windows: int | None = None, batch_
         f"({bits_per_byte(result['val_loss']):.4f} bits/byte)** over {result['val_tokens']:,} tokens "
         f"({result['val_windows']} windows)\n"
     )
-    card_md.write_text(text, encoding="utf-8")
+    write_text_atomic(card_md, text)
     return result
 
 

@@ -14,7 +14,6 @@ throughput several-fold.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from lens_positions.atomic import write_json_atomic
 from training.configs import NAMED_CONFIGS, TrainConfig, named_config
 from training.corpus import load_tokens
 from training.distributed import DistContext, resolve_device
@@ -137,9 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in result.items():
         print(f"| {name} | {r['parameters']:,} | {r['tokens_per_s_median']:,.0f} | {r['tokens_per_s_best']:,.0f} |")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"config": args.config, "threads": torch.get_num_threads(),
-                       "load_average": [load_before, load_after], "variants": result}, f, indent=2)
+        write_json_atomic(args.json, {"config": args.config, "threads": torch.get_num_threads(),
+                                      "load_average": [load_before, load_after], "variants": result})
     return 0
 
 

@@ -196,6 +196,12 @@ def test_bad_inputs_get_clear_errors():
         model(torch.zeros(1, 17, dtype=torch.long))
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 257\)"):
         model(torch.tensor([[1, 300]]))
+    # the accelerator form queues the check on the device (no host read-back); on CPU tensors
+    # the queued assertion fires at once, so both forms can be seen here
+    model._check_token_range(torch.tensor([[0, 256]]), on_host=False)
+    for bad in ([[1, 257]], [[-1, 3]]):
+        with pytest.raises(RuntimeError, match=r"token ids must lie in \[0, 257\)"):
+            model._check_token_range(torch.tensor(bad), on_host=False)
     with pytest.raises(TypeError, match="integer ids"):
         model(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="no positions"):
