@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from lens_positions import HookedIncrementTransformer
+from lens_positions.atomic import atomic_path
 from training import checkpointing
 from training.configs import TrainConfig, named_config
 from training.corpus import load_tokens, prepare_tokens
@@ -269,6 +270,13 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch):
     kept = checkpointing.load_checkpoint(path)
     assert kept["step"] == 1 and torch.equal(kept["weights"], torch.arange(4.0))
     assert checkpointing.stale_temp_files(tmp_path) == []
+    # what a writer killed mid-write leaves is found (and removed at the next start)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"partial")
+        assert checkpointing.stale_temp_files(tmp_path) == [tmp]
+        assert checkpointing.remove_stale_temp_files(tmp_path) == [tmp] and not tmp.exists()
+        tmp.write_bytes(b"partial")  # the block ends normally: renamed over the checkpoint
+    assert path.read_bytes() == b"partial"
 
     path.write_bytes(path.read_bytes()[:50])  # what a non-atomic writer could leave
     with pytest.raises(checkpointing.TrainCheckpointError, match="unreadable"):
