@@ -33,10 +33,13 @@ class RMSNorm(nn.Module):
         self.hook_scale = HookPoint()
         self.hook_normalized = HookPoint()
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def rms(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos 1"]:
+        """``sqrt(mean(x^2) + eps)``, through ``hook_scale``."""
         eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
-        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + eps).sqrt())
-        return self.hook_normalized(x / scale) * self.w
+        return self.hook_scale((x.pow(2).mean(-1, keepdim=True) + eps).sqrt())
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        return self.hook_normalized(x / self.rms(x)) * self.w
 
 
 def _heads_in(x: Tensor, W: Tensor) -> Tensor:

@@ -39,6 +39,8 @@ class DeltaMLP(nn.Module):
 
     Hooks: ``ln.hook_scale`` / ``ln.hook_normalized`` (bounded only), ``hook_pre`` [batch, pos,
     d_delta] before GELU, ``hook_post`` after it, ``hook_raw`` [batch, pos, n_out] before the squash.
+    The normalised stream exists only while something hooks ``ln.hook_normalized``; otherwise the
+    norm is folded into ``W_in`` (as attention skips its pattern unless it is hooked).
     """
 
     def __init__(self, cfg: IncrementConfig, bounded: bool):
@@ -61,9 +63,17 @@ class DeltaMLP(nn.Module):
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos *heads"]:
         """δ for every token, float32: [batch, pos], or [batch, pos, n_heads] with per-head rates."""
-        if self.ln is not None:
-            x = self.ln(x)
-        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        if self.ln is None:
+            pre = x @ self.W_in + self.b_in
+        elif self.ln.hook_normalized.has_hooks():
+            pre = self.ln(x) @ self.W_in + self.b_in
+        else:
+            # The norm folded into the first matmul: (x / rms) * w @ W_in = (x @ (w * W_in)) / rms.
+            # Same values (to rounding), but backward keeps only x (which the block's own norm keeps
+            # anyway), rms and the [.., d_delta] product, not two [.., d_model] copies of the
+            # normalised stream: most of what the per-layer variant added to training memory.
+            pre = (x @ (self.ln.w[:, None] * self.W_in)) / self.ln.rms(x) + self.b_in
+        pre = self.hook_pre(pre)
         post = self.hook_post(F.gelu(pre))
         raw = self.hook_raw(post @ self.W_out + self.b_out)
         raw = raw.float()  # squash in float32 so δ keeps its precision under bf16 autocast

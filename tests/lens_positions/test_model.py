@@ -119,6 +119,35 @@ def test_pattern_hook_takes_the_materialised_path():
     assert not model.blocks[0].attn.needs_pattern()
 
 
+@pytest.mark.parametrize("per_head", [False, True])
+def test_folded_delta_norm_equals_the_hooked_norm(per_head):
+    """Unhooked, the per-layer δ-MLP folds its RMSNorm into the first matmul (less training
+    memory); hooking ``delta_mlp.ln.hook_normalized`` computes the norm explicitly. Both give the
+    same δ, logits and gradients."""
+    tokens = torch.randint(0, 257, (2, 40), generator=torch.Generator().manual_seed(3))
+    results = []
+    for hooked in (False, True):
+        model = perturb_deltas(HookedIncrementTransformer(small_config("per_layer", per_head)))
+        with torch.no_grad():
+            for block in model.blocks:  # a non-trivial norm weight, so the fold is really tested
+                block.delta_mlp.ln.w.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(4))
+        seen: list[torch.Tensor] = []
+        hooks = [(f"blocks.{b}.delta_mlp.ln.hook_normalized", lambda x, hook, seen=seen: seen.append(x)) for b in range(3)]
+        with model.hooks(fwd_hooks=hooks if hooked else []):
+            logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_delta"))
+            logits.square().mean().backward()
+        assert len(seen) == (3 if hooked else 0)
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((logits.detach(), cache.stack_activation("delta"), grads))
+    (logits_f, delta_f, grads_f), (logits_h, delta_h, grads_h) = results
+    assert not torch.allclose(delta_f, torch.ones_like(delta_f))
+    torch.testing.assert_close(delta_f, delta_h, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(logits_f, logits_h, atol=1e-5, rtol=1e-5)
+    assert grads_f.keys() == grads_h.keys() and any("delta_mlp.ln.w" in n for n in grads_f)
+    for name in grads_f:
+        torch.testing.assert_close(grads_f[name], grads_h[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_cached_forward_equals_full_forward(any_model):
     tokens = any_model.to_tokens("The river Thames, 泰晤士河, flows east.")
     with torch.no_grad():
