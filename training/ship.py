@@ -28,8 +28,16 @@ from training.trainer import evaluate
 KEEP = ("card.md", "card.json", "metrics.jsonl", "train.log")
 
 
-def ship(source: Path, name: str, data: Path, windows: int | None = None, batch_size: int = 16) -> dict:
-    """Copy ``source`` into the package as ``name`` (bf16 weights) and measure its val loss."""
+def ship(
+    source: Path,
+    name: str,
+    data: Path,
+    windows: int | None = None,
+    batch_size: int = 16,
+    pretrained_dir: Path = PRETRAINED_DIR,
+) -> dict:
+    """Copy ``source`` into ``pretrained_dir`` (the package's by default) as ``name`` (bf16
+    weights) and measure its val loss; returns the measurement also written to the card."""
     model = HookedIncrementTransformer.from_pretrained(source)
     # Read everything into memory first: the source may be the target folder itself.
     extras = {f: (source / f).read_text(encoding="utf-8") for f in KEEP if (source / f).is_file()}
@@ -38,7 +46,7 @@ def ship(source: Path, name: str, data: Path, windows: int | None = None, batch_
         extras["train.log"] = log.read_text(encoding="utf-8")
     if "metrics.jsonl" not in extras and (source.parent / "metrics.jsonl").is_file():
         extras["metrics.jsonl"] = (source.parent / "metrics.jsonl").read_text(encoding="utf-8")
-    target = PRETRAINED_DIR / name
+    target = Path(pretrained_dir) / name
     save_pretrained(model, target, dtype=torch.bfloat16, extra_files=extras)
     shipped = HookedIncrementTransformer.from_pretrained(target)
     start = time.time()
@@ -54,11 +62,12 @@ def ship(source: Path, name: str, data: Path, windows: int | None = None, batch_
         info["val_bits_per_byte"] = result["val_bpb"]
         write_json_atomic(card_json, info)
     card_md = target / "card.md"
+    where = f"lens_positions/pretrained/{name}" if Path(pretrained_dir) == PRETRAINED_DIR else str(target)
     text = card_md.read_text(encoding="utf-8") if card_md.is_file() else f"# {name}\n"
     text = text.split("\n## Shipped weights")[0].rstrip() + "\n"
     text += (
         "\n## Shipped weights\n\n"
-        f"- stored as `lens_positions/pretrained/{name}` in bfloat16 (loaded as float32) by "
+        f"- stored as `{where}` in bfloat16 (loaded as float32) by "
         f"`python -m training.ship {source} {name} --data {data}`\n"
         f"- validation loss of these exact weights, float32 on CPU: **{result['val_loss']:.4f} nats/byte "
         f"({bits_per_byte(result['val_loss']):.4f} bits/byte)** over {result['val_tokens']:,} tokens "
