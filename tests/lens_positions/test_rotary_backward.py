@@ -42,6 +42,28 @@ def test_rotary_backward_matches_autograd(dtype, heads):
     torch.testing.assert_close(gp_new, gp_ref, rtol=1e-5, atol=1e-5 * gp_ref.abs().max().item())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_fixed_positions_take_the_same_backward(dtype):
+    """Integer (or frozen) positions need no gradient; training still rotates through the
+    custom backward (its gain there is transient memory inside backward, measured by
+    benchmarks/train_step.py), bit for bit the same as autograd."""
+    g = torch.Generator().manual_seed(7)
+    q = torch.randn(2, 40, 4, 16, generator=g).to(dtype).requires_grad_()
+    k = torch.randn(2, 40, 4, 16, generator=g).to(dtype).requires_grad_()
+    positions = torch.arange(1, 41, dtype=torch.float32).expand(2, 40)
+    grads = [torch.randn(2, 40, 4, 16, generator=g).to(dtype) for _ in range(2)]
+    results = []
+    for fn in (_plain, rotate_queries_keys):
+        q.grad = k.grad = None
+        outs = fn(q, k, positions, 10_000.0)
+        torch.autograd.backward(list(outs), grads)
+        results.append([*outs, q.grad.clone(), k.grad.clone()])
+    for ref, new in zip(*results, strict=True):
+        assert torch.equal(ref, new)
+    if dtype == torch.float32:  # nothing kept beyond the outputs, which attention keeps anyway
+        assert _saved_bytes(lambda: rotate_queries_keys(q, k, positions, 1e4)) <= 2 * q.numel() * 4 + positions.numel() * 4
+
+
 def _saved_bytes(fn) -> int:
     storages: dict[int, int] = {}
 
