@@ -56,6 +56,8 @@ def test_fixed_positions_take_the_same_backward(dtype):
     for fn in (_plain, rotate_queries_keys):
         q.grad = k.grad = None
         outs = fn(q, k, positions, 10_000.0)
+        custom = type(outs[0].grad_fn).__name__ == "_RotaryQKBackward"
+        assert custom == (fn is rotate_queries_keys)  # the library takes the custom backward
         torch.autograd.backward(list(outs), grads)
         results.append([*outs, q.grad.clone(), k.grad.clone()])
     for ref, new in zip(*results, strict=True):
