@@ -156,17 +156,69 @@ def _is_wide(ch: str) -> bool:
     return len(ch) == 1 and unicodedata.east_asian_width(ch) in ("W", "F")
 
 
-def _glyph(ch: str) -> str:
-    """What to draw for a character: visible stand-ins for whitespace and control characters."""
+#: Short names drawn for invisible format characters (a joiner drawn as "\ufffd" reads as broken UTF-8).
+_FORMAT_NAMES = {
+    "\u200b": "ZWSP",
+    "\u200c": "ZWNJ",
+    "\u200d": "ZWJ",
+    "\u200e": "LRM",
+    "\u200f": "RLM",
+    "\u2060": "WJ",
+    "\ufeff": "BOM",
+    "\u00ad": "SHY",
+    "\u00a0": "NBSP",
+}
+
+
+def glyph(ch: str) -> str:
+    """What to draw for a character: visible stand-ins for whitespace and invisible characters.
+
+    Spaces, newlines and tabs get a symbol, format characters (zero-width joiner, byte-order mark,
+    ...) a short name, other control characters their code point; "\ufffd" is kept for bytes that
+    are not valid UTF-8 (``char_spans`` gives those a multi-letter text like ``"\\x96"``).
+    """
     if ch == " ":
         return "·"
     if ch == "\n":
         return "↵"
     if ch == "\t":
         return "⇥"
-    if len(ch) != 1 or unicodedata.category(ch).startswith("C"):
-        return "�"
+    if len(ch) != 1:
+        return "\ufffd"
+    if ch in _FORMAT_NAMES:
+        return _FORMAT_NAMES[ch]
+    if unicodedata.category(ch).startswith("C") or unicodedata.category(ch) == "Zs":
+        return f"U+{ord(ch):04X}"
     return ch
+
+
+
+#: Font size of the stand-in names (ZWJ, U+0085, ...) relative to the text's.
+STANDIN_SCALE = 0.45
+
+
+def glyph_em(ch: str) -> float:
+    """Approximate drawn width of ``glyph(ch)`` in em: about 1 for wide characters, 0.62 for
+    others, stand-in names at `STANDIN_SCALE` size."""
+    shown = glyph(ch)
+    if len(shown) > 1:
+        return STANDIN_SCALE * 0.62 * len(shown)
+    return 1.0 if _is_wide(ch) else 0.62
+
+
+def fit_widths(x: np.ndarray, natural: np.ndarray, floor: float = 0.3) -> np.ndarray:
+    """Widths [chars] at which glyphs centred at ``x`` [chars] do not overlap: each at most its natural width and at
+    most its distance to either neighbour, never below ``floor`` of its natural width.
+
+    Glyphs of characters the model packs closer than a glyph is wide are squeezed horizontally
+    rather than drawn over each other, so tight spacing stays readable as tight.
+    """
+    gaps = np.diff(x)
+    room = np.full(len(x), np.inf)
+    if len(x) > 1:
+        room[:-1] = gaps
+        room[1:] = np.minimum(room[1:], gaps)
+    return np.maximum(np.minimum(natural, room), floor * natural)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -250,15 +302,10 @@ def spaced_text_data(
     tokens = torch.tensor([ids], dtype=torch.long, device=model.W_E.device)
     rows = delta_rows(model)
     names = [f"blocks.{layer}.hook_delta" for layer, _ in rows]
-    captured: dict[str, torch.Tensor] = {}
-
-    def keep(act: torch.Tensor, hook: Any) -> None:
-        captured[hook.name] = act.detach().float().cpu()
-
     user = list(fwd_hooks(tokens) if callable(fwd_hooks) else (fwd_hooks or []))
-    with model.hooks(fwd_hooks=user + [(n, keep) for n in names]):
-        model(tokens, return_type=None)
-    deltas = torch.stack([captured[n][0] for n in names])  # [rows, pos] or [rows, pos, heads]
+    with model.hooks(fwd_hooks=user):
+        _, cache = model.run_with_cache(tokens, names_filter=names, return_type=None)
+    deltas = torch.stack([cache[n][0] for n in names]).float().cpu()  # [rows, pos(, heads)]
     head_note = ""
     if model.cfg.per_head:
         if head is None:
@@ -269,16 +316,28 @@ def spaced_text_data(
             deltas, head_note = deltas[..., head], f"head {head}"
     elif head is not None:
         raise ValueError("head is only meaningful for per-head models")
-    byte_deltas = deltas[:, 1:].numpy().astype(np.float64)
+    return spaced_text_from_deltas(text, deltas.numpy(), [label for _, label in rows], head_note)
+
+
+def spaced_text_from_deltas(
+    text: str,
+    deltas: Float[np.ndarray, "rows pos"],
+    rows: Sequence[str],
+    head_note: str = "",
+) -> SpacedText:
+    """`SpacedText` of a text from δ already computed for the separator and the text's bytes
+    (``deltas[:, 0]`` is the separator's and is dropped), e.g. by one cached pass of the report."""
+    ids = encode(text, prepend_separator=True)
+    if deltas.shape[1] != len(ids):
+        raise ValueError(f"deltas cover {deltas.shape[1]} tokens; the text with its separator is {len(ids)}")
+    byte_deltas = np.asarray(deltas[:, 1:], dtype=np.float64)
     spans = char_spans(ids[1:])
-    chars = [s.text for s in spans]
-    char_bytes = [bytes(ids[1 + s.start : 1 + s.end]) for s in spans]
     char_inc = np.stack([byte_deltas[:, s.start : s.end].sum(axis=1) for s in spans], axis=1)
     return SpacedText(
         text=text,
-        chars=chars,
-        char_bytes=char_bytes,
-        rows=[label for _, label in rows],
+        chars=[s.text for s in spans],
+        char_bytes=[bytes(ids[1 + s.start : 1 + s.end]) for s in spans],
+        rows=list(rows),
         head_note=head_note,
         byte_deltas=byte_deltas,
         char_increments=char_inc,
@@ -290,8 +349,7 @@ def spaced_text_data(
 def _unit_em(data: SpacedText) -> float:
     """Width in em of one scaled position unit: a little more than the text's mean glyph width,
     so that at mean spacing neighbouring glyphs just clear each other."""
-    widths = [1.0 if _is_wide(ch) else 0.62 for ch in data.chars]
-    return 1.2 * float(np.mean(widths))
+    return 1.2 * float(np.mean([glyph_em(ch) for ch in data.chars]))
 
 
 def _scale_note(scale: Scale) -> str:
@@ -368,18 +426,21 @@ def plot_spaced_text(
                 fontsize=fontsize * 0.7,
                 color="0.35",
             )
-            for ch, xc in zip(data.chars, x[r], strict=True):
-                glyph = _glyph(ch)
-                color = "0.6" if glyph != ch else "black"
+            # Where the model packs characters closer than a glyph is wide, the glyph is drawn
+            # smaller (matplotlib cannot squeeze it sideways as the HTML view does) so none overlap.
+            natural = np.array([glyph_em(ch) for ch in data.chars]) * em_in
+            shrink = fit_widths(x[r] * unit_in, natural, floor=0.45) / natural
+            for ch, xc, k in zip(data.chars, x[r], shrink, strict=True):
+                shown = glyph(ch)
                 ax.text(
                     xc,
                     y,
-                    glyph,
+                    shown,
                     ha="center",
                     va="center",
-                    fontsize=fontsize,
+                    fontsize=fontsize * k * (STANDIN_SCALE if len(shown) > 1 else 1.0),
                     family=families,
-                    color=color,
+                    color="0.6" if shown != ch else "black",
                 )
             if byte_x is not None:
                 ax.plot(
@@ -418,6 +479,9 @@ _HTML_SCRIPT = """
   function setScale(s) {
     document.querySelectorAll('text.ch').forEach(function (el) {
       el.setAttribute('x', el.getAttribute('data-x' + s));
+      var fit = el.getAttribute('data-l' + s);  // squeezed width where neighbours are close
+      if (fit) { el.setAttribute('textLength', fit); el.setAttribute('lengthAdjust', 'spacingAndGlyphs'); }
+      else { el.removeAttribute('textLength'); }
     });
     document.querySelectorAll('line.base').forEach(function (el) {
       el.setAttribute('x2', el.getAttribute('data-x2' + s));
@@ -444,7 +508,7 @@ def _tooltip(data: SpacedText, row: int, index: int, sl: slice) -> str:
     delta = " + ".join(parts) + (
         f" = {data.char_increments[row, index]:.3f}" if len(parts) > 1 else ""
     )
-    shown = ch if _glyph(ch) == ch else repr(ch)
+    shown = ch if glyph(ch) == ch else repr(ch)
     label = data.rows[row] + (f" ({data.head_note})" if data.head_note else "")
     return (
         f"{label}  '{shown}'  {code}\n"
@@ -474,6 +538,7 @@ def spaced_text_html(
         widths = {key: float(x.max()) + 2 * unit_px + pad_px for key, x in xs.items()}
         height = len(data.rows) * row_px + pad_px
         slices = data.byte_slices()
+        natural = np.array([glyph_em(ch) for ch in data.chars])
         parts = [
             f'<svg class="spaced" id="panel-{k}" height="{height:.0f}" width="{widths[scale[0]]:.0f}" '
             f'data-wr="{widths["r"]:.0f}" data-ws="{widths["s"]:.0f}" role="img">'
@@ -489,14 +554,21 @@ def spaced_text_html(
                 f'<line class="base" x1="{label_px:.1f}" x2="{x2[scale[0]]:.1f}" y1="{y + 0.3 * font_px:.1f}" '
                 f'y2="{y + 0.3 * font_px:.1f}" data-x2r="{x2["r"]:.1f}" data-x2s="{x2["s"]:.1f}" stroke="#e2e2e2"/>'
             )
+            fits = {key: fit_widths(x[r], natural * font_px) for key, x in xs.items()}
             for i, ch in enumerate(data.chars):
-                glyph = _glyph(ch)
-                cls = "ch" if glyph == ch else "ch ws"
+                shown = glyph(ch)
+                cls = "ch" if shown == ch else "ch ws"
+                size = font_px * (STANDIN_SCALE if len(shown) > 1 else 1.0)
                 tip = html.escape(_tooltip(data, r, i, slices[i]), quote=True)
+                squeeze = "".join(
+                    f' data-l{key}="{fits[key][i]:.1f}"'
+                    for key in xs
+                    if fits[key][i] < 0.97 * natural[i] * font_px
+                )
                 parts.append(
                     f'<text class="{cls}" x="{xs[scale[0]][r, i]:.1f}" y="{y:.1f}" '
-                    f'data-xr="{xs["r"][r, i]:.1f}" data-xs="{xs["s"][r, i]:.1f}" text-anchor="middle" '
-                    f'font-size="{font_px:.0f}" data-tip="{tip}">{html.escape(glyph)}</text>'
+                    f'data-xr="{xs["r"][r, i]:.1f}" data-xs="{xs["s"][r, i]:.1f}"{squeeze} text-anchor="middle" '
+                    f'font-size="{size:.0f}" data-tip="{tip}">{html.escape(shown)}</text>'
                 )
         parts.append("</svg>")
         panels.append("\n".join(parts))
