@@ -1,4 +1,4 @@
-"""The ``lens-positions`` command.
+"""The lens-positions command: learned positions of any text, and the shipped models.
 
     lens-positions report "any text" [--model NAME_OR_DIR] [--out report.html]
     lens-positions report --file notes.txt
@@ -9,25 +9,51 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
 DEFAULT_MODEL = "bilingual-per-layer"
 
 
+def _decode(data: bytes, source: str) -> str:
+    """UTF-8 text of ``data`` or a clear error naming ``source`` and the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SystemExit(
+            f"error: cannot read {source}: it is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+            f"{e.start}: {e.reason})"
+        ) from e
+
+
+def _strip_final_newline(text: str) -> str:
+    """Drop the one newline that ends files and ``echo`` output: it is not part of the text."""
+    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+
+
 def _read_text(args: argparse.Namespace) -> str:
+    """The text from TEXT, --file or stdin; every source gets the same UTF-8 check."""
     if args.file and args.text:
         raise SystemExit("error: give either TEXT or --file, not both")
     if args.file:
         try:
-            with open(args.file, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
+            with open(args.file, "rb") as f:
+                data = f.read()
+        except OSError as e:
             raise SystemExit(f"error: cannot read {args.file}: {e}") from e
+        text = _strip_final_newline(_decode(data, args.file))
     elif args.text is not None and args.text != "-":
-        text = args.text
+        # Python hands undecodable argument bytes over as lone surrogates: get the bytes back.
+        try:
+            data = os.fsencode(args.text)
+        except UnicodeEncodeError as e:
+            raise SystemExit(f"error: cannot read TEXT: character {e.start} is a lone surrogate, not text") from e
+        text = _decode(data, "TEXT")
     elif not sys.stdin.isatty():
-        text = sys.stdin.read()
+        stream = getattr(sys.stdin, "buffer", None)
+        data = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
+        text = _strip_final_newline(_decode(data, "stdin"))
     else:
         raise SystemExit("error: no text: pass TEXT, --file PATH, or pipe text on stdin")
     if not text.strip():
@@ -35,31 +61,48 @@ def _read_text(args: argparse.Namespace) -> str:
     return text
 
 
+def _print(text: str) -> None:
+    """Print, ending quietly when the reader has gone (``lens-positions report ... | head``)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     import torch
 
     from lens_positions.checkpoints import CheckpointError
     from lens_positions.model import HookedIncrementTransformer
-    from lens_positions.report import build_report, write_report
-    from lens_positions.summary import compute_increments, terminal_summary
+    from lens_positions.report import AttentionPacker, build_report, write_report
+    from lens_positions.summary import (
+        compute_increments,
+        terminal_summary,
+        validation_bits_per_byte,
+    )
 
     torch.set_num_threads(args.threads)
     text = _read_text(args)
     try:
-        model = HookedIncrementTransformer.from_pretrained(args.model).eval()
+        model = HookedIncrementTransformer.from_pretrained(args.model)
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from e
+    packer = AttentionPacker() if args.out and not args.no_attention else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = compute_increments(model, text, progress=True)
+        result = compute_increments(model, text, progress=True, on_pattern=packer)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    print(f"model {args.model} ({model.cfg.variant_name}, {model.cfg.n_layers} layers)")
-    print(terminal_summary(result))
+    result.val_bits_per_byte = validation_bits_per_byte(args.model)
+    # The page first: a closed stdout (a pipe into head) must not cost the report.
+    path = None
     if args.out:
-        page = build_report(model, result, str(args.model), attention=not args.no_attention)
+        page = build_report(model, result, str(args.model), attention=packer.blobs if packer else None)
         path = write_report(page, args.out)
-        print(f"\nreport written to {path}")
+    _print(f"model {args.model} ({model.cfg.variant_name}, {model.cfg.n_layers} layers)\n" + terminal_summary(result))
+    if path is not None:
+        _print(f"\nreport written to {path}")
     return 0
 
 
@@ -81,7 +124,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             if "val_bits_per_byte" in info:
                 extra = f", val {info['val_bits_per_byte']:.3f} bits/byte"
         default = " (default)" if name == DEFAULT_MODEL else ""
-        print(f"{name}{default}: {cfg['increments']}{' per-head' if cfg.get('per_head') else ''}, "
+        variant = cfg["increments"].replace("_", "-") + ("-per-head" if cfg.get("per_head") else "")
+        print(f"{name}{default}: {variant}, "
               f"{cfg['d_model']}d/{cfg['n_heads']}h/{cfg['n_layers']}L, context {cfg['n_ctx']}{extra}")
     return 0
 

@@ -87,10 +87,12 @@ _CJK_FILE_HINTS = (
     "msyh",
     "pingfang",
 )
-#: CSS font stack of the HTML page (the viewer's own fonts render it).
-_CSS_FONTS = (
+#: CSS font stack of the HTML pages (the viewer's own fonts render them): CJK first, then colour
+#: emoji fonts so that emoji are not drawn as empty boxes where one is installed.
+CSS_FONTS = (
     '"Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "PingFang SC", '
-    '"Microsoft YaHei", "Hiragino Sans GB", "DejaVu Sans", sans-serif'
+    '"Microsoft YaHei", "Hiragino Sans GB", "DejaVu Sans", sans-serif, '
+    '"Noto Color Emoji", "Apple Color Emoji", "Segoe UI Emoji"'
 )
 
 
@@ -206,19 +208,25 @@ def glyph_em(ch: str) -> float:
     return 1.0 if _is_wide(ch) else 0.62
 
 
-def fit_widths(x: np.ndarray, natural: np.ndarray, floor: float = 0.3) -> np.ndarray:
-    """Widths [chars] at which glyphs centred at ``x`` [chars] do not overlap: each at most its natural width and at
-    most its distance to either neighbour, never below ``floor`` of its natural width.
-
-    Glyphs of characters the model packs closer than a glyph is wide are squeezed horizontally
-    rather than drawn over each other, so tight spacing stays readable as tight.
-    """
-    gaps = np.diff(x)
+def neighbour_room(x: np.ndarray) -> np.ndarray:
+    """For glyphs centred at ``x`` [chars] (increasing), the widest each may be [chars] so that no
+    two overlap when each is at most that wide: its distance to the nearer neighbour."""
     room = np.full(len(x), np.inf)
     if len(x) > 1:
+        gaps = np.diff(x)
         room[:-1] = gaps
         room[1:] = np.minimum(room[1:], gaps)
-    return np.maximum(np.minimum(natural, room), floor * natural)
+    return room
+
+
+def fit_widths(x: np.ndarray, natural: np.ndarray, floor: float = 0.3) -> np.ndarray:
+    """Widths [chars] at which glyphs centred at ``x`` [chars] do not overlap: each at most its
+    natural width [chars] and its `neighbour_room`, never below ``floor`` of its natural width.
+
+    Glyphs of characters the model packs closer than a glyph is wide are squeezed (HTML) or drawn
+    smaller (matplotlib) rather than over each other, so tight spacing stays readable as tight.
+    """
+    return np.maximum(np.minimum(natural, neighbour_room(x)), floor * natural)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -476,13 +484,27 @@ _HTML_SCRIPT = """
     });
     el.addEventListener('mouseleave', function () { tip.style.display = 'none'; });
   });
-  function setScale(s) {
-    document.querySelectorAll('text.ch').forEach(function (el) {
-      el.setAttribute('x', el.getAttribute('data-x' + s));
-      var fit = el.getAttribute('data-l' + s);  // squeezed width where neighbours are close
-      if (fit) { el.setAttribute('textLength', fit); el.setAttribute('lengthAdjust', 'spacingAndGlyphs'); }
-      else { el.removeAttribute('textLength'); }
+  // Glyphs wider than the room between their neighbours are squeezed to it (at most to 30%);
+  // all are measured before any is changed, so the browser lays the drawing out once.
+  function squeeze(els, roomOf) {
+    var natural = Array.prototype.map.call(els, function (el) {
+      if (el._w === undefined) { el._w = el.getComputedTextLength(); }
+      return el._w;
     });
+    Array.prototype.forEach.call(els, function (el, i) {
+      var room = +(roomOf(el) || 0);
+      if (room && room < natural[i]) {
+        el.setAttribute('textLength', Math.max(room, 0.3 * natural[i]).toFixed(1));
+        el.setAttribute('lengthAdjust', 'spacingAndGlyphs');
+      } else {
+        el.removeAttribute('textLength');
+      }
+    });
+  }
+  function setScale(s) {
+    var glyphs = document.querySelectorAll('text.ch');
+    glyphs.forEach(function (el) { el.setAttribute('x', el.getAttribute('data-x' + s)); });
+    squeeze(glyphs, function (el) { return el.getAttribute('data-l' + s); });
     document.querySelectorAll('line.base').forEach(function (el) {
       el.setAttribute('x2', el.getAttribute('data-x2' + s));
     });
@@ -518,6 +540,47 @@ def _tooltip(data: SpacedText, row: int, index: int, sl: slice) -> str:
     )
 
 
+@dataclass
+class SpacedLayout:
+    """Pixel layout of a `SpacedText` for both scalings, keyed ``"r"`` (per row) and ``"s"`` (shared).
+
+    x: glyph centres [rows, chars]; fit: the room each glyph has between its neighbours where
+    that may be less than its width, 0 elsewhere [rows, chars] (the page's script squeezes glyphs
+    wider than their room); width: the drawing's width. Rows are ``row_px`` apart after a ``label_px`` margin for the row labels.
+    """
+
+    x: dict[str, np.ndarray]
+    fit: dict[str, np.ndarray]
+    width: dict[str, float]
+    height: float
+    row_px: float
+    label_px: float
+    font_px: float
+
+
+def spaced_layout(data: SpacedText, font_px: float = 20.0, label_px: float = 150.0) -> SpacedLayout:
+    """Where `spaced_text_html` (and the report's spaced view) draw each glyph."""
+    row_px, pad_px = 1.9 * font_px, 12.0
+    unit_px = _unit_em(data) * font_px
+    natural = np.array([glyph_em(ch) for ch in data.chars]) * font_px
+    xs = {s[0]: label_px + data.scaled_positions(s) * unit_px for s in ("row", "shared")}
+    # Estimated widths are only a guide (an "i" is narrower than an "m"): the room of every glyph
+    # that might not fit is sent, and the page's script squeezes those its measured width exceeds.
+    fits = {}
+    for key, x in xs.items():
+        room = np.stack([neighbour_room(row) for row in x])
+        fits[key] = np.where(room < 1.6 * natural, room, 0.0)
+    return SpacedLayout(
+        x=xs,
+        fit=fits,
+        width={key: float(x.max()) + 2 * unit_px + pad_px for key, x in xs.items()},
+        height=len(data.rows) * row_px + pad_px,
+        row_px=row_px,
+        label_px=label_px,
+        font_px=font_px,
+    )
+
+
 def spaced_text_html(
     texts: SpacedText | Sequence[SpacedText],
     title: str = "Learned positions",
@@ -530,15 +593,12 @@ def spaced_text_html(
     per-row or shared scaling (``scale`` is the initial choice).
     """
     texts = [texts] if isinstance(texts, SpacedText) else list(texts)
-    label_px, row_px, pad_px = 150.0, 1.9 * font_px, 12.0
     panels = []
     for k, data in enumerate(texts):
-        unit_px = _unit_em(data) * font_px
-        xs = {s[0]: label_px + data.scaled_positions(s) * unit_px for s in ("row", "shared")}
-        widths = {key: float(x.max()) + 2 * unit_px + pad_px for key, x in xs.items()}
-        height = len(data.rows) * row_px + pad_px
+        lay = spaced_layout(data, font_px)
+        xs, fits, widths, label_px, row_px = lay.x, lay.fit, lay.width, lay.label_px, lay.row_px
+        height = lay.height
         slices = data.byte_slices()
-        natural = np.array([glyph_em(ch) for ch in data.chars])
         parts = [
             f'<svg class="spaced" id="panel-{k}" height="{height:.0f}" width="{widths[scale[0]]:.0f}" '
             f'data-wr="{widths["r"]:.0f}" data-ws="{widths["s"]:.0f}" role="img">'
@@ -554,16 +614,13 @@ def spaced_text_html(
                 f'<line class="base" x1="{label_px:.1f}" x2="{x2[scale[0]]:.1f}" y1="{y + 0.3 * font_px:.1f}" '
                 f'y2="{y + 0.3 * font_px:.1f}" data-x2r="{x2["r"]:.1f}" data-x2s="{x2["s"]:.1f}" stroke="#e2e2e2"/>'
             )
-            fits = {key: fit_widths(x[r], natural * font_px) for key, x in xs.items()}
             for i, ch in enumerate(data.chars):
                 shown = glyph(ch)
                 cls = "ch" if shown == ch else "ch ws"
                 size = font_px * (STANDIN_SCALE if len(shown) > 1 else 1.0)
                 tip = html.escape(_tooltip(data, r, i, slices[i]), quote=True)
                 squeeze = "".join(
-                    f' data-l{key}="{fits[key][i]:.1f}"'
-                    for key in xs
-                    if fits[key][i] < 0.97 * natural[i] * font_px
+                    f' data-l{key}="{fits[key][r, i]:.1f}"' for key in xs if fits[key][r, i] > 0
                 )
                 parts.append(
                     f'<text class="{cls}" x="{xs[scale[0]][r, i]:.1f}" y="{y:.1f}" '
@@ -582,7 +639,7 @@ def spaced_text_html(
     raw = raw.replace("</", "<\\/")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_HTML_STYLE % {"fonts": _CSS_FONTS}}</style></head>
+<style>{_HTML_STYLE % {"fonts": CSS_FONTS}}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
 <p class="note">Each character sits at its learned cumulative position (a character's increment is

@@ -1,28 +1,57 @@
-"""Per-layer summaries of where a model puts its boundaries in a text.
+"""Where a model puts its boundaries in a text, and how well it predicts the text.
 
-Shared by the ``lens-positions report`` command and the HTML report: per layer (and per head for
-per-head models, averaged over heads here), each character's increment (the sum of its bytes' δ)
-relative to that layer's mean increment per byte, the strongest boundaries (largest relative
-increments) and the most compressed spans (runs of characters packed closer than usual).
+Shared by the ``lens-positions report`` command and its HTML page. One cached pass per chunk of
+the text collects every layer's δ and positions, the next-byte loss and (on request) the attention
+patterns.
+
+Definitions, used everywhere in the report:
+
+- a character's **increment** is the sum of its bytes' δ: the distance it adds to the position (a
+  Chinese character is three bytes; the spaced-text view draws characters at the running sum);
+- its **relative increment** is that sum divided by its byte count times the layer's mean δ per
+  byte of the text, so ×1.00 is average spacing whatever the script, ×2 twice as far apart as an
+  average stretch of that many bytes (a boundary), ×0.5 packed twice as close;
+- per-head models are summarised by the mean over heads.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from lens_positions.model import HookedIncrementTransformer
-from lens_positions.tokenizer import CharSpan, char_spans
+from lens_positions.config import SEPARATOR_ID
+from lens_positions.tokenizer import SEPARATOR_STR, CharSpan, char_spans, decode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from lens_positions.model import HookedIncrementTransformer
+
+#: A text is called out of domain when its bits/byte exceed the model's validation figure by this factor.
+OUT_OF_DOMAIN_RATIO = 1.5
+#: Relative increments below this are "compressed" (runs of them are listed).
+COMPRESSED_BELOW = 0.75
 
 
 @dataclass
 class LayerSummary:
+    """One reported row: a layer (``L3``), or ``all layers`` when every layer shares one δ."""
+
     layer: int
-    mean_delta: float  # mean δ per byte (head-mean for per-head models)
-    boundaries: list[tuple[int, float]]  # (character index, relative increment), strongest first
+    label: str
+    mean_delta: float  # mean δ per byte of the text (head mean for per-head models)
+    std: float
+    min: float
+    max: float
+    boundaries: list[tuple[int, float]]  # (character index, relative increment > 1), strongest first
     compressed: list[tuple[int, int, float]]  # (first char, end char, mean relative increment)
 
 
@@ -31,31 +60,81 @@ class TextIncrements:
     """Everything the report shows about one text.
 
     tokens: [pos] token ids of the whole text (chunks concatenated, each chunk's separator kept).
-    deltas / positions: [n_layers, pos] (head-mean) or [n_layers, pos, n_heads].
-    chars: character spans over ``tokens``; char_increments: [n_layers, n_chars] relative increments.
+    deltas / positions: [n_layers, pos] or [n_layers, pos, n_heads] (per-head models).
+    nats: [pos] next-byte loss of each token given the ones before it in its chunk (nan at the
+        separators, which are given, not predicted).
+    chars: character spans over ``tokens``; char_increments: [n_layers, n_chars] the sum of each
+        character's bytes' δ (head mean); relative: [n_layers, n_chars] relative increments.
+    rows: the layers whose δ differ, as (layer, label); one row when every layer shares δ.
     """
 
     text: str
     tokens: Tensor
     deltas: Tensor
     positions: Tensor
+    nats: Tensor
     chars: list[CharSpan]
     char_increments: Tensor
+    relative: Tensor
+    rows: list[tuple[int, str]]
+    chunk_texts: list[str]
+    chunk_starts: list[int]
+    learned: bool = True
+    head_note: str = ""
     layers: list[LayerSummary] = field(default_factory=list)
-    n_chunks: int = 1
+    val_bits_per_byte: float | None = None
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunk_texts)
 
     @property
     def n_text_chars(self) -> int:
         """Characters of the text (separators the model was given are not counted)."""
-        return sum(s.text != "<sep>" for s in self.chars)
+        return sum(s.text != SEPARATOR_STR for s in self.chars)
 
     @property
     def n_text_bytes(self) -> int:
-        return int((self.tokens != 256).sum())
+        return int((self.tokens != SEPARATOR_ID).sum())
+
+    @property
+    def bits_per_byte(self) -> float:
+        """Mean next-byte loss on the text in bits (each chunk predicted from its separator on)."""
+        return float(torch.nansum(self.nats)) / self.n_text_bytes / math.log(2)
+
+    @property
+    def out_of_domain(self) -> bool:
+        """The model predicts this text far worse than its validation text."""
+        v = self.val_bits_per_byte
+        return v is not None and self.bits_per_byte > OUT_OF_DOMAIN_RATIO * v
 
 
-def compute_increments(model: HookedIncrementTransformer, text: str, progress: bool = False) -> TextIncrements:
-    """Run the model over a text (chunked to the context with a warning) and collect δ and positions."""
+def validation_bits_per_byte(name_or_dir: str | Path) -> float | None:
+    """The validation bits/byte recorded in a model's ``card.json``, or None when there is none."""
+    from lens_positions.checkpoints import resolve
+
+    try:
+        card = json.loads((resolve(name_or_dir) / "card.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = card.get("val_bits_per_byte") or card.get("shipped", {}).get("val_bpb")
+    return float(value) if isinstance(value, int | float) else None
+
+
+@torch.no_grad()
+def compute_increments(
+    model: HookedIncrementTransformer,
+    text: str,
+    progress: bool = False,
+    on_pattern: Callable[[int, Tensor], None] | None = None,
+) -> TextIncrements:
+    """Run the model once per chunk of ``text`` (split to the context with a warning).
+
+    on_pattern: called as ``on_pattern(chunk_index, patterns)`` with the chunk's attention patterns
+        [n_layers, n_heads, query, key], which are cached in the same pass only when it is given.
+    """
+    from lens_positions.plots import delta_rows
+
     if not text:
         raise ValueError("empty text: there is nothing to report on")
     chunks = model.to_token_chunks(text)
@@ -65,37 +144,67 @@ def compute_increments(model: HookedIncrementTransformer, text: str, progress: b
             f"{len(chunks)} chunks, each starting at position 0 after a separator",
             stacklevel=2,
         )
-    tokens, deltas, positions = [], [], []
+    n = model.cfg.n_layers
+    keep = ["hook_delta", "hook_position"] + (["attn.hook_pattern"] if on_pattern else [])
+    names = [f"blocks.{layer}.{k}" for k in keep for layer in range(n)]
     iterator = chunks
     if progress and len(chunks) > 1:
         from tqdm.auto import tqdm
 
         iterator = tqdm(chunks, desc="chunks")
-    for chunk in iterator:
-        tokens.append(chunk[0])
-        deltas.append(model.get_deltas(chunk)[:, 0])
-        positions.append(model.get_positions(chunk)[:, 0])
+    tokens, deltas, positions, nats, starts = [], [], [], [], []
+    for i, chunk in enumerate(iterator):
+        logits, cache = model.run_with_cache(chunk, names_filter=names)
+        starts.append(sum(len(t) for t in tokens))
+        tokens.append(chunk[0].cpu())
+        deltas.append(torch.stack([cache["delta", layer][0] for layer in range(n)]).float().cpu())
+        positions.append(torch.stack([cache["position", layer][0] for layer in range(n)]).float().cpu())
+        loss = F.cross_entropy(logits[0, :-1].float(), chunk[0, 1:], reduction="none").cpu()
+        nats.append(torch.cat([torch.tensor([float("nan")]), loss]))
+        if on_pattern is not None:
+            on_pattern(i, torch.stack([cache["pattern", layer][0] for layer in range(n)]).float().cpu())
     tokens_t = torch.cat(tokens)
-    deltas_t = torch.cat(deltas, dim=1).cpu()
-    positions_t = torch.cat(positions, dim=1).cpu()
-    spans = char_spans(tokens_t)
+    deltas_t = torch.cat(deltas, dim=1)
     flat = deltas_t.mean(-1) if deltas_t.ndim == 3 else deltas_t
-    per_char = torch.stack([flat[:, s.start : s.end].sum(1) / (s.end - s.start) for s in spans], dim=1)
-    relative = per_char / flat.mean(1, keepdim=True)
-    result = TextIncrements(text, tokens_t, deltas_t, positions_t, spans, relative, n_chunks=len(chunks))
-    result.layers = [_summarize_layer(layer, flat[layer], relative[layer], spans) for layer in range(flat.shape[0])]
+    spans = char_spans(tokens_t)
+    increments = torch.stack([flat[:, s.start : s.end].sum(1) for s in spans], dim=1)
+    n_bytes = torch.tensor([s.end - s.start for s in spans], dtype=flat.dtype)
+    is_text = tokens_t != SEPARATOR_ID
+    mean = flat[:, is_text].mean(1, keepdim=True)
+    relative = increments / (n_bytes * mean)
+    result = TextIncrements(
+        text=text,
+        tokens=tokens_t,
+        deltas=deltas_t,
+        positions=torch.cat(positions, dim=1),
+        nats=torch.cat(nats),
+        chars=spans,
+        char_increments=increments,
+        relative=relative,
+        rows=delta_rows(model),
+        chunk_texts=[decode(t[1:]) for t in tokens],
+        chunk_starts=starts,
+        learned=model.cfg.increments != "none",
+        head_note=f"means over the {model.cfg.n_heads} heads" if model.cfg.per_head else "",
+    )
+    result.layers = [
+        _summarize_layer(layer, label, flat[layer, is_text], relative[layer], spans) for layer, label in result.rows
+    ]
     return result
 
 
-def _summarize_layer(layer: int, delta: Tensor, rel: Tensor, spans: list[CharSpan], top: int = 5) -> LayerSummary:
-    text_chars = [i for i, s in enumerate(spans) if s.text != "<sep>"]
-    order = sorted(text_chars, key=lambda i: -float(rel[i]))
-    boundaries = [(i, float(rel[i])) for i in order[:top]]
-    # Compressed spans: maximal runs of at least 2 characters below 0.75 of the mean increment,
-    # ranked by how much distance they save (length x (1 - mean relative increment)).
+def _summarize_layer(
+    layer: int, label: str, delta: Tensor, rel: Tensor, spans: list[CharSpan], top: int = 5
+) -> LayerSummary:
+    """Boundaries: the characters furthest above the layer mean (×1.01 or more). Compressed spans:
+    maximal runs of at least 2 characters below `COMPRESSED_BELOW`, ranked by the distance they
+    save (length × (1 - mean relative increment)), each text once."""
+    text_chars = [i for i, s in enumerate(spans) if s.text != SEPARATOR_STR]
+    above = [i for i in text_chars if float(rel[i]) >= 1.005]
+    boundaries = [(i, float(rel[i])) for i in sorted(above, key=lambda i: -float(rel[i]))[:top]]
     runs, start = [], None
     for i in text_chars + [len(spans)]:
-        low = i < len(spans) and float(rel[i]) < 0.75
+        low = i < len(spans) and float(rel[i]) < COMPRESSED_BELOW
         if low and start is None:
             start = i
         elif not low and start is not None:
@@ -103,31 +212,78 @@ def _summarize_layer(layer: int, delta: Tensor, rel: Tensor, spans: list[CharSpa
                 runs.append((start, i, float(rel[start:i].mean())))
             start = None
     runs.sort(key=lambda r: -(r[1] - r[0]) * (1 - r[2]))
-    return LayerSummary(layer, float(delta.mean()), boundaries, runs[:3])
+    distinct: dict[str, tuple[int, int, float]] = {}  # a repeated word is listed once
+    for run in runs:
+        distinct.setdefault("".join(c.text for c in spans[run[0] : run[1]]), run)
+    return LayerSummary(
+        layer, label, float(delta.mean()), float(delta.std()), float(delta.min()), float(delta.max()),
+        boundaries, list(distinct.values())[:3],
+    )
+
+
+def _visible(ch: str) -> str:
+    """A character as printed in summaries: ⏎ for a newline, ⇥ for a tab, ‹ZWJ› and the like for
+    invisible characters (the stand-ins of `lens_positions.plots.glyph`); spaces stay spaces."""
+    from lens_positions.plots import glyph
+
+    if ch == " " or ch == SEPARATOR_STR:
+        return ch if ch == " " else ""
+    if ch == "\n":
+        return "⏎"
+    shown = glyph(ch)
+    return f"‹{shown}›" if len(shown) > 1 else shown
 
 
 def context_snippet(spans: list[CharSpan], index: int, width: int = 8) -> str:
     """Text around a character with the character bracketed: ``…Marie ⟦C⟧urie…``."""
-    left = "".join(s.text for s in spans[max(0, index - width) : index] if s.text != "<sep>")
-    right = "".join(s.text for s in spans[index + 1 : index + 1 + width] if s.text != "<sep>")
-    show = lambda t: t.replace("\n", "⏎")  # noqa: E731
-    return f"…{show(left)}⟦{show(spans[index].text)}⟧{show(right)}…"
+    left = "".join(_visible(s.text) for s in spans[max(0, index - width) : index])
+    right = "".join(_visible(s.text) for s in spans[index + 1 : index + 1 + width])
+    return f"…{left}⟦{_visible(spans[index].text)}⟧{right}…"
+
+
+def span_text(spans: list[CharSpan], start: int, end: int) -> str:
+    """The text of characters ``start:end`` as printed in summaries (see `_visible`)."""
+    return "".join(_visible(c.text) for c in spans[start:end])
+
+
+def header_lines(result: TextIncrements) -> list[str]:
+    """Size, fit and caveats: what to know before reading the per-layer numbers."""
+    lines = [
+        f"{result.n_text_chars} characters, {result.n_text_bytes} bytes"
+        + (f", {result.n_chunks} chunks" if result.n_chunks > 1 else "")
+    ]
+    fit = f"prediction: {result.bits_per_byte:.2f} bits/byte on this text"
+    if result.val_bits_per_byte is not None:
+        fit += f" (the model's validation text: {result.val_bits_per_byte:.2f})"
+    lines.append(fit)
+    if result.out_of_domain:
+        lines.append(
+            f"warning: that is over {OUT_OF_DOMAIN_RATIO:g}x the validation loss: the text is unlike "
+            "the model's training data, so its boundaries say little about what the model learned"
+        )
+    if not result.learned:
+        lines.append("this model has no learned increments: δ = 1 for every byte, positions are integers")
+    elif len(result.rows) == 1:
+        lines.append("one δ shared by every layer: one block for all layers")
+    if result.head_note:
+        lines.append(f"per-head model: δ below are {result.head_note}")
+    return lines
 
 
 def terminal_summary(result: TextIncrements) -> str:
-    """A compact plain-text summary: per layer mean δ, strongest boundaries, compressed spans."""
-    lines = [f"{result.n_text_chars} characters, {result.n_text_bytes} bytes"
-             + (f", {result.n_chunks} chunks" if result.n_chunks > 1 else "")]
+    """A compact plain-text summary: fit, then per reported layer mean δ, boundaries, compressed spans."""
+    lines = header_lines(result)
+    if not result.learned:
+        return "\n".join(lines)
+    lines.append("boundaries: characters spaced further apart than the layer's mean (relative increment)")
     for s in result.layers:
-        lines.append(f"\nlayer {s.layer}: mean δ {s.mean_delta:.3f}")
+        name = f"layer {s.layer}" if s.label.startswith("L") else "all layers"
+        lines.append(f"\n{name}: mean δ {s.mean_delta:.3f} (min {s.min:.3f}, max {s.max:.3f})")
         bounds = ", ".join(f"{context_snippet(result.chars, i, 6)} ×{r:.2f}" for i, r in s.boundaries[:3])
-        lines.append(f"  strongest boundaries: {bounds}")
+        lines.append(f"  strongest boundaries: {bounds or '(none above the mean)'}")
         if s.compressed:
-            spans = ", ".join(
-                "«" + "".join(c.text for c in result.chars[a:b]).replace("\n", "⏎") + f"» ×{m:.2f}"
-                for a, b, m in s.compressed
-            )
+            spans = ", ".join(f"«{span_text(result.chars, a, b)}» ×{m:.2f}" for a, b, m in s.compressed)
             lines.append(f"  most compressed: {spans}")
         else:
-            lines.append("  most compressed: (none below 0.75× the mean)")
+            lines.append(f"  most compressed: (none below {COMPRESSED_BELOW}× the mean)")
     return "\n".join(lines)

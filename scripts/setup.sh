@@ -5,11 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-# System packages: a CJK font for the plots, Chromium for the report's browser test. Installed
+# System packages: a CJK font for the plots, a colour emoji font for the report's views (emoji
+# are empty boxes without one), Chromium for the report's browser test. Installed
 # when missing and when we may (root with apt-get); otherwise the plots fall back with a warning
 # and the browser test says what is missing.
 need=()
 fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || need+=(fonts-wqy-microhei)
+fc-list 2>/dev/null | grep -qi "emoji" || need+=(fonts-noto-color-emoji)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "setup: installing ${need[*]}"
