@@ -387,8 +387,11 @@ class HookedIncrementTransformer(HookedRootModule):
         prepend_bos: bool = True,
         seed: int | None = None,
         return_type: Literal["str", "tokens"] | None = None,
+        verbose: bool = False,
     ) -> str | list[str] | Tensor:
         """Sample a continuation byte by byte (greedy with ``temperature=0``).
+
+        ``verbose`` is accepted as TransformerLens's ``generate`` accepts it; no progress bar is shown.
 
         With ``use_past_kv_cache`` each step feeds only the new byte, reusing cached keys, values
         and each layer's last position; the result equals recomputing the whole sequence.
