@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up the machine (idempotent), then run the main job on the shipped default model:
-#   bash scripts/report.sh "Marie Curie won two Nobel prizes. 人工智能是计算机科学的一个分支。"
+#   bash scripts/report.sh "To install a package, run apt install followed by the package name. 软件包管理器会自动安装所有依赖的软件包。"
 # Any `lens-positions report` option works: --file PATH, --model NAME_OR_DIR, --out PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
