@@ -153,6 +153,30 @@ def _font_families(texts: Sequence[SpacedText]) -> list[str]:
     return [family, "DejaVu Sans"]
 
 
+def _drawable(families: Sequence[str]) -> Callable[[str], bool]:
+    """Whether one of ``families`` (as matplotlib resolves them) has a glyph for a character.
+
+    matplotlib cannot draw colour emoji fonts, so emoji and other characters none of the fonts
+    cover get a named stand-in instead of an empty box (and a warning per glyph).
+    """
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    fonts = []
+    for family in families:
+        try:
+            path = font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False)
+            fonts.append(FT2Font(path))
+        except (ValueError, RuntimeError, OSError):
+            continue
+
+    @functools.cache
+    def has(ch: str) -> bool:
+        return len(ch) != 1 or any(f.get_char_index(ord(ch)) for f in fonts)
+
+    return has
+
+
 def _is_wide(ch: str) -> bool:
     """East Asian wide/full-width characters take about one em; most others about 0.6 em."""
     return len(ch) == 1 and unicodedata.east_asian_width(ch) in ("W", "F")
@@ -387,6 +411,7 @@ def plot_spaced_text(
     if not texts:
         raise ValueError("no texts to draw")
     families = _font_families(texts)
+    drawable = _drawable(families)
     em_in = fontsize / 72.0
     row_in, gap_in, label_in = 1.9 * em_in, 0.45, 1.1
     spans = []
@@ -440,6 +465,8 @@ def plot_spaced_text(
             shrink = fit_widths(x[r] * unit_in, natural, floor=0.45) / natural
             for ch, xc, k in zip(data.chars, x[r], shrink, strict=True):
                 shown = glyph(ch)
+                if not drawable(shown):
+                    shown = f"U+{ord(ch):04X}"
                 ax.text(
                     xc,
                     y,
@@ -484,7 +511,7 @@ _HTML_SCRIPT = """
     });
     el.addEventListener('mouseleave', function () { tip.style.display = 'none'; });
   });
-  // Glyphs wider than the room between their neighbours are squeezed to it (at most to 30%);
+  // Glyphs wider than the room between their neighbours are squeezed to it (to 0.3 at most);
   // all are measured before any is changed, so the browser lays the drawing out once.
   function squeeze(els, roomOf) {
     var natural = Array.prototype.map.call(els, function (el) {
