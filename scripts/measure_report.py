@@ -5,7 +5,8 @@
 The texts are cut from `lens_positions/assets/example_page.txt` (English and Chinese, 1,206 bytes),
 repeated for 5 kB, always at a character boundary. For each size it times the report command, the
 page size, and the time from opening the page in Chromium to a finished full-page screenshot
-(script errors are counted; the screenshots are kept beside the pages). Prints a Markdown table.
+with the attention view drawn (script errors are counted; the screenshots are kept beside the
+pages). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def render(path: Path, shot: Path, timeout_s: float) -> tuple[float | None, int,
         t0 = time.perf_counter()
         try:
             page.goto(path.as_uri(), wait_until="load", timeout=timeout_s * 1000)
+            # The attention view is unpacked asynchronously: wait until it is drawn (older pages
+            # have no such view and pass at once).
+            page.wait_for_function(
+                "!document.getElementById('att-status') || document.getElementById('att-status').textContent === ''",
+                timeout=timeout_s * 1000,
+            )
             page.screenshot(path=str(shot), full_page=True, timeout=timeout_s * 1000)
         except Exception as e:  # noqa: BLE001 - a timeout is a measurement, not a failure
             browser.close()
