@@ -119,7 +119,8 @@ def _rounded(x: Tensor | np.ndarray, digits: int) -> list[Any]:
 
 def page_data(model: HookedIncrementTransformer, result: TextIncrements, attention: list[list[str]] | None) -> dict[str, Any]:
     """Everything the page's script draws (fields in the module docstring)."""
-    from lens_positions.plots import STANDIN_SCALE, glyph, spaced_layout, spaced_text_from_deltas
+    from lens_positions.glyphs import STANDIN_SCALE, glyph
+    from lens_positions.plots import spaced_layout, spaced_text_from_deltas
 
     flat = result.deltas.mean(-1) if result.deltas.ndim == 3 else result.deltas
     rows = [layer for layer, _ in result.rows]
@@ -188,7 +189,7 @@ def build_report(
     attention: list[list[str]] | None = None,
 ) -> str:
     """The whole report page as a string; ``attention`` from an `AttentionPacker` (None: left out)."""
-    from lens_positions.plots import CSS_FONTS
+    from lens_positions.glyphs import CSS_FONTS
 
     data = json.dumps(page_data(model, result, attention), ensure_ascii=False, separators=(",", ":"))
     data = data.replace("<", "\\u003c")  # no text can end the script element

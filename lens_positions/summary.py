@@ -223,8 +223,8 @@ def _summarize_layer(
 
 def _visible(ch: str) -> str:
     """A character as printed in summaries: ⏎ for a newline, ⇥ for a tab, ‹ZWJ› and the like for
-    invisible characters (the stand-ins of `lens_positions.plots.glyph`); spaces stay spaces."""
-    from lens_positions.plots import glyph
+    invisible characters (the stand-ins of `lens_positions.glyphs.glyph`); spaces stay spaces."""
+    from lens_positions.glyphs import glyph
 
     if ch == " " or ch == SEPARATOR_STR:
         return ch if ch == " " else ""
