@@ -324,3 +324,10 @@ def test_a_page_of_text_renders_in_headless_chromium(tmp_path):
         browser.close()
     assert not errors, errors
     assert (ARTIFACTS / "report.png").stat().st_size > 50_000
+
+
+def test_no_attention_leaves_the_view_out(model_dir, tmp_path):
+    out = tmp_path / "small.html"
+    main(["report", TEXT, "--model", str(model_dir), "--out", str(out), "--no-attention", "--threads", "1"])
+    page = out.read_text(encoding="utf-8")
+    assert _page_data(page)["att"] is None and "Attention patterns" not in page
