@@ -13,7 +13,6 @@ split), so the full-split figure equals a run's `final` record on the same folde
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
