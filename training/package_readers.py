@@ -251,11 +251,11 @@ def tex_to_text(source: str) -> str:
     paras = []
     for para in re.split(r"\n\s*\n", source):
         lines = [line.strip() for line in para.split("\n") if line.strip()]
-        paras.append(_join_wrapped(lines))
+        paras.append(join_wrapped(lines))
     return "\n\n".join(p for p in paras if p)
 
 
-def _join_wrapped(lines: list[str]) -> str:
+def join_wrapped(lines: list[str]) -> str:
     """Join hard-wrapped lines: no space between two CJK characters, one space otherwise."""
     out = ""
     for line in lines:
@@ -268,8 +268,6 @@ def _join_wrapped(lines: list[str]) -> str:
 def _is_cjk(ch: str) -> bool:
     return "\u2e80" <= ch <= "\u9fff" or "\uf900" <= ch <= "\uffef"
 
-
-join_wrapped = _join_wrapped
 
 
 # ---------------------------------------------------------------------------- text files

@@ -19,15 +19,13 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-CJK = "\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef"
-_CJK_CHAR = re.compile(rf"[{CJK}]")
+from training.html_text import cjk_count
+
+__all__ = ["LineDeduplicator", "cjk_count", "drop_boilerplate_lines", "ideograph_count",
+           "is_boilerplate_line", "paragraphs", "strip_licences", "tidy"]
+
 _IDEOGRAPH = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
-
-
-def cjk_count(text: str) -> int:
-    """Number of CJK characters (ideographs, CJK punctuation, full-width forms)."""
-    return len(_CJK_CHAR.findall(text))
 
 
 def ideograph_count(text: str) -> int:
