@@ -73,8 +73,9 @@ class Locator:
 
     def distribution(self, name: str) -> metadata.Distribution | None:
         """The installed distribution `name` on `site` (or sys.path), None if absent."""
-        path = self.site if self.site else None
-        return next(iter(metadata.distributions(name=name, path=path)), None)
+        found = (metadata.distributions(name=name, path=self.site) if self.site
+                 else metadata.distributions(name=name))
+        return next(iter(found), None)
 
     def dist_file(self, name: str, rel: str) -> Path:
         dist = self.distribution(name)
@@ -104,7 +105,8 @@ class Locator:
             meta = dist.metadata
             classifiers = [c.split("::")[-1].strip() for c in meta.get_all("Classifier") or []
                            if c.startswith("License")]
-            return "; ".join(dict.fromkeys([*classifiers, meta.get("License") or ""])) or None
+            names = [n for n in dict.fromkeys([*classifiers, meta.get("License") or ""]) if n]
+            return "; ".join(names) or None
         if package.kind == "apt":
             return "per package (Debian archive descriptions)"
         return _copyright_licences(self.path(f"usr/share/doc/{package.name}/copyright"))
@@ -120,25 +122,41 @@ def _dpkg_field(status: Path, package: str, field: str) -> str | None:
     return None
 
 
+_KNOWN_LICENCES = {
+    "LPPL": r"LPPL|LaTeX Project Public License",
+    "PSF": r"PSF|Python Software Foundation License|Python License",
+    "GPL": r"\bGPL|GNU General Public License",
+    "LGPL": r"LGPL|GNU Lesser General Public License",
+    "GFDL": r"GFDL|GNU Free Documentation License",
+    "CC-BY-SA": r"CC-BY-SA|Creative Commons Attribution-ShareAlike",
+    "MIT/Expat": r"\bMIT\b|\bExpat\b",
+    "BSD": r"\bBSD\b",
+    "Apache": r"Apache License",
+}
+
+
 def _copyright_licences(path: Path) -> str | None:
-    """Licence names of a (machine-readable) Debian copyright file, most frequent first."""
+    """Licence names of a Debian copyright file: the short names of its `License:` fields, most
+    frequent first, or (a free-form file) the known licences it names."""
     if not path.is_file():
         return None
-    names = re.findall(r"^License: *(\S[^\n]*)$", path.read_text(errors="replace"), re.MULTILINE)
-    counts: dict[str, int] = {}
-    for n in names:
-        counts[n.strip()] = counts.get(n.strip(), 0) + 1
-    ordered = sorted(counts, key=lambda n: -counts[n])
-    return ", ".join(ordered[:6]) if ordered else "see copyright file (not machine-readable)"
+    text = path.read_text(errors="replace")
+    names = [n.strip() for n in re.findall(r"^License: *(\S[^\n]*)$", text, re.MULTILINE)]
+    names = [n for n in names if len(n) <= 40]  # longer ones are licence text, not a name
+    if names:
+        counts = {n: names.count(n) for n in dict.fromkeys(names)}
+        return ", ".join(sorted(counts, key=lambda n: -counts[n])[:6])
+    found = [name for name, pattern in _KNOWN_LICENCES.items() if re.search(pattern, text)]
+    return ("names " + ", ".join(found)) if found else "see the copyright file"
 
 
 def _apt_release(loc: Locator) -> str | None:
     for path in loc.glob("var/lib/apt/lists/*_InRelease"):
         text = path.read_text(errors="replace")
-        suite = re.search(r"^Suite: (.+)$", text, re.MULTILINE)
-        date = re.search(r"^Date: (.+)$", text, re.MULTILINE)
-        if suite and "security" not in path.name and "updates" not in path.name:
-            return f"{suite.group(1)} ({date.group(1) if date else 'undated'})"
+        fields = dict(re.findall(r"^(Suite|Codename|Date): (.+)$", text, re.MULTILINE))
+        if fields and "security" not in path.name and "updates" not in path.name:
+            return (f"{fields.get('Codename', '?')} ({fields.get('Suite', '?')}, "
+                    f"{fields.get('Date', 'undated')})")
     return None
 
 
