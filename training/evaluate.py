@@ -62,6 +62,7 @@ def evaluate_model(
         "bpb": result["eval_bpb"],
         "tokens": result["eval_tokens"],
         "windows": result["eval_windows"],
+        "max_windows": max_windows,
         "seconds": round(time.monotonic() - t0, 1),
     }
 

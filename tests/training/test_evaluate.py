@@ -132,3 +132,26 @@ def test_trainer_logs_ood_and_evaluate_matches_a_direct_computation(
     assert "bits/byte" in capsys.readouterr().out
     assert json.loads(out_json.read_text())["windows"] == 3
     assert evaluate_main(["--model", str(tmp_path / "nothing"), "--data", str(ood_tokens)]) == 2
+
+
+def test_corpus_table_lists_evaluations_and_runs(tmp_path: Path):
+    from training.corpus_table import main as table_main
+
+    for model, bpb in (("old", 2.5), ("new", 2.0)):
+        (tmp_path / f"{model}.json").write_text(json.dumps({
+            "model": model, "data": "/d/tokens-v2", "split": "ood", "bpb": bpb, "loss": bpb * 0.69,
+            "tokens": 25600, "windows": 100, "max_windows": 100, "n_ctx": 256}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"kind": "train", "step": 10, "tokens_per_s": 900.0},
+        {"kind": "train", "step": 20, "tokens_per_s": 1100.0},
+        {"kind": "eval", "step": 20, "val_bpb": 2.1, "ood_bpb": 2.6},
+    ]))
+    out = tmp_path / "t.md"
+    assert table_main([str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--runs", str(run),
+                       "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| old | 2.5000 (25k tok) |" in text and "| new | 2.0000 (25k tok) |" in text
+    assert "--split ood --max-windows 100`" in text
+    assert "| run | 20 | 2.1000 | 2.6000 | 1,000 |" in text
