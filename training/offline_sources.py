@@ -281,6 +281,11 @@ WESNOTH_MO = "usr/share/games/wesnoth/1.16/locale/zh_CN/LC_MESSAGES"
 _WESNOTH_MARKUP = re.compile(r"<[^>]*>|\$[\w|.]+|&[\w.-]+=[^ ]*|~\w+\([^)]*\)")
 
 
+# Campaign packages and the catalogue each ships (wesnoth-1.16-data holds the others).
+WESNOTH_CAMPAIGNS = {c: f"wesnoth-{'tb' if c == 'ttb' else c}.mo" for c in
+                     "did dm dw ei httt l low nr sof sota sotbe thot trow tsg ttb utbs".split()}
+
+
 def _zh_wesnoth(loc: Locator) -> Documents:
     """Game story: zh_CN message catalogues, messages of >= 10 Han characters (narration,
     dialogue, unit descriptions; UI labels are shorter), markup removed, ~4 KB per document."""
@@ -416,7 +421,10 @@ _SOURCES = [
                  _zh_tw_docs, "zh-TW documentation converted with OpenCC tw2sp"),
     CorpusSource("zh-tex", "zh", (_deb("texlive-lang-chinese", f"{TEXLIVE_DOC}/**/*.tex*"),),
                  _zh_tex, "Chinese TeX manuals (texlive-lang-chinese doc sources)"),
-    CorpusSource("zh-wesnoth", "zh", (_deb("wesnoth-1.16-data", f"{WESNOTH_MO}/*.mo"),),
+    CorpusSource("zh-wesnoth", "zh",
+                 (_deb("wesnoth-1.16-data", f"{WESNOTH_MO}/wesnoth.mo"),
+                  *(_deb(f"wesnoth-1.16-{c}", f"{WESNOTH_MO}/{mo}")
+                    for c, mo in WESNOTH_CAMPAIGNS.items())),
                  _zh_wesnoth, "Battle for Wesnoth zh_CN catalogues (story, units, help)"),
     CorpusSource("en-austen", "en", (_deb("r-cran-janeaustenr", AUSTEN_RDX),),
                  _en_austen, "Jane Austen's six novels"),

@@ -254,7 +254,8 @@ def fake_tree(tmp_path: Path) -> tuple[Path, Path]:
     packages = ["debian-handbook", "debian-reference-en", "debian-reference-zh-cn",
                 "debian-reference-zh-tw", "libreoffice-help-en-us", "libreoffice-help-zh-cn",
                 "libreoffice-help-zh-tw", "linux-doc-6.1", "python3.11-doc",
-                "texlive-lang-chinese", "wesnoth-1.16-data", "r-cran-janeaustenr"]
+                "texlive-lang-chinese", "wesnoth-1.16-data", "r-cran-janeaustenr",
+                *(f"wesnoth-1.16-{c}" for c in offline_sources.WESNOTH_CAMPAIGNS)]
     files["var/lib/dpkg/status"] = "".join(f"Package: {p}\nVersion: 1.{i}\n\n"
                                            for i, p in enumerate(packages))
     for p in packages:
@@ -262,9 +263,11 @@ def fake_tree(tmp_path: Path) -> tuple[Path, Path]:
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text, encoding="utf-8")
-    write_mo(root / offline_sources.WESNOTH_MO / "wesnoth-httt.mo",
-             {f"line {i}": f"<b>国王</b>对他的士兵们说，我们必须守住这座城堡第{i}天。" for i in range(20)}
-             | {"OK": "确定"})
+    story = {f"line {i}": f"<b>国王</b>对他的士兵们说，我们必须守住这座城堡第{i}天。" for i in range(20)}
+    write_mo(root / offline_sources.WESNOTH_MO / "wesnoth-httt.mo", story | {"OK": "确定"})
+    for mo in ["wesnoth.mo", *offline_sources.WESNOTH_CAMPAIGNS.values()]:
+        if mo != "wesnoth-httt.mo":
+            write_mo(root / offline_sources.WESNOTH_MO / mo, {"OK": "确定"})
     write_r_lazyload(root / offline_sources.AUSTEN_RDX.removesuffix(".rdx"), {
         "emma": ["EMMA", "", "CHAPTER I", "", "Emma Woodhouse, handsome, clever, and rich,",
                  "with a comfortable home.", *(["", EN_PROSE] * 4)]})
