@@ -22,7 +22,8 @@ from training.metrics import read_metrics
 
 
 def _column(result: dict[str, Any]) -> str:
-    return f"{Path(result['data']).name} {result['split']}"
+    windows = f", {result['max_windows']} windows" if result.get("max_windows") else ", all"
+    return f"{Path(result['data']).name} {result['split']} (n_ctx {result['n_ctx']}{windows})"
 
 
 def evaluation_table(results: list[dict[str, Any]]) -> list[str]:
