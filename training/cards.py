@@ -2,7 +2,8 @@
 
 Both record what is needed to reproduce and judge a run: the exact command line(s), the training
 and model configs, the data (the token files' metadata: sizes, sources, split), steps, tokens
-seen, wall time, and the measured final validation loss and bits per byte.
+seen, wall time, and the measured final validation loss and bits per byte (and, when the token folder has one,
+the loss on the out-of-domain split: whole sources never trained on).
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ def render_card(card: dict[str, Any]) -> str:
         f"- final validation loss: **{final['val_loss']:.4f} nats/byte** "
         f"(**{final['val_bpb']:.4f} bits/byte**) over {final['val_tokens']:,} held-out tokens "
         f"({final['val_windows']:,} windows of {cfg['n_ctx']})",
+        *(
+            [f"- out-of-domain loss: **{final['ood_loss']:.4f} nats/byte** "
+             f"(**{final['ood_bpb']:.4f} bits/byte**) over {final['ood_tokens']:,} tokens of "
+             f"sources never trained on ({', '.join(meta.get('ood', {}).get('bytes_by_source', {}))})"]
+            if "ood_loss" in final else []
+        ),
         f"- steps: {card['steps']:,}; tokens seen: {card['tokens_seen']:,}; "
         f"wall time: {format_duration(card['wall_time_s'])} ({card['tokens_per_s'] or 0:,.0f} tokens/s)",
         f"- parameters: {card['parameters']:,}",
@@ -126,8 +133,10 @@ def render_card(card: dict[str, Any]) -> str:
         f"- spec: `{meta.get('spec')}`",
         f"- split: {json.dumps(meta.get('split'), ensure_ascii=False)}",
     ]
-    for split in ("train", "val"):
-        part = meta.get(split, {})
+    for split in ("train", "val", "ood"):
+        if split not in meta:
+            continue
+        part = meta[split]
         lines.append(
             f"- {split}: {part.get('tokens', 0):,} tokens, {part.get('documents', 0):,} documents, "
             f"bytes by source {json.dumps(part.get('bytes_by_source', {}), ensure_ascii=False)}"

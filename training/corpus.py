@@ -14,8 +14,14 @@ beside `meta.json`:
       "documents_read": ..., "skipped_empty": ..., "dropped_duplicates_of_val": ...,
       "train": {"file": "train.bin", "tokens": N, "documents": D, "text_bytes": N - D,
                 "bytes_by_source": {"en": ..., "zh": ...}, "documents_by_source": {...}},
-      "val": {... same fields ...}
+      "val": {... same fields ...},
+      "ood": {... same fields ..., "spec": "...", "max_bytes_per_source": ...}   # optional
     }
+
+Out-of-domain split (optional, `ood_spec`): whole sources that are never trained on (e.g.
+novels and reviews when training is on documentation and news) go, all of their documents up to
+`ood_max_bytes_per_source` each, into `ood.bin`; any training or validation document with the
+same text as an out-of-domain one is dropped (`dropped_duplicates_of_ood`).
 
 Split rules (both put whole documents on one side, so validation text is never trained on):
 
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections import Counter
@@ -46,7 +53,14 @@ import numpy as np
 from tqdm import tqdm
 
 from lens_positions.atomic import write_json_atomic
-from training.sources import Document, iter_documents, parse_spec
+from training.sources import (
+    Document,
+    interleave,
+    iter_documents,
+    iter_source,
+    parse_spec,
+    resolve_local_files,
+)
 
 SEPARATOR_ID = 256
 VOCAB_SIZE = 257
@@ -54,6 +68,7 @@ TOKEN_DTYPE = np.uint16
 FORMAT = "lens_positions.tokens/v1"
 META_NAME = "meta.json"
 SPLITS = ("train", "val")
+OOD = "ood"  # the optional out-of-domain split
 # Tokens buffered per split before a write: ~2 MB, so memory stays flat on any corpus size.
 FLUSH_TOKENS = 1 << 20
 
@@ -199,12 +214,16 @@ def prepare_tokens(
     val_docs: int | None = None,
     max_docs: int | None = None,
     max_bytes: int | None = None,
+    ood_spec: str | None = None,
+    ood_max_bytes_per_source: int | None = 1_000_000,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Stream the spec's documents into `out_dir/{train,val}.bin` + `meta.json`; return the meta.
 
     val_fraction / val_docs: the split rule (see module docstring); default val_fraction=0.03.
     max_docs / max_bytes: stop after this many non-empty documents / text bytes (both splits).
+    ood_spec: sources of the out-of-domain split `ood.bin` (each capped at
+    `ood_max_bytes_per_source` text bytes, None = all), written first.
     Raises ValueError if either split ends up empty, FileNotFoundError for missing local files.
     """
     if val_fraction is None and val_docs is None:
@@ -212,21 +231,41 @@ def prepare_tokens(
     rule = SplitRule(val_fraction, val_docs)
     sources = parse_spec(spec)
     documents = iter_documents(sources)  # checks local files exist before anything is created
+    ood_sources = parse_spec(ood_spec) if ood_spec else []
+    clash = {s.name for s in sources} & {s.name for s in ood_sources}
+    if clash:
+        raise ValueError(f"sources {sorted(clash)} are in both the training and the ood spec")
+    ood_streams = [iter_source(s) for s in ood_sources] if ood_sources else []
+    for s in ood_sources:
+        if s.kind == "local":
+            resolve_local_files(s)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts: Counter = Counter()
-    temps = {split: _temp_file(out, f"{split}.bin") for split in SPLITS}
+    splits = (*SPLITS, OOD) if ood_sources else SPLITS
+    temps = {split: _temp_file(out, f"{split}.bin") for split in splits}
     try:
-        writers = {split: _SplitWriter(temps[split]) for split in SPLITS}
+        writers = {split: _SplitWriter(temps[split]) for split in splits}
+        ood_keys: set[int] = set()
+        if ood_sources:
+            capped = [_capped(s, ood_max_bytes_per_source) for s in ood_streams]
+            for doc in interleave(capped, [s.weight for s in ood_sources]):
+                ood_keys.add(content_key(doc.text))
+                writers[OOD].add(doc, encode_document(doc.text))
         docs = _limited(documents, max_docs, max_bytes, counts)
         with tqdm(total=max_docs, unit="doc", desc="tokenising", disable=not progress) as bar:
             for split, doc in _split_documents(docs, rule, counts):
+                if ood_keys and content_key(doc.text) in ood_keys:
+                    counts["dropped_duplicates_of_ood"] += 1
+                    continue
                 writers[split].add(doc, encode_document(doc.text))
                 bar.update(1)
-        for split in SPLITS:
+        for split in splits:
             writers[split].flush()
             _close_synced(temps[split])
         _check_not_empty(writers, counts, rule)
+        if ood_sources and writers[OOD].documents == 0:
+            raise ValueError(f"the ood split is empty: no text in {ood_spec!r}")
         meta = {
             "format": FORMAT,
             "dtype": "uint16",
@@ -241,12 +280,31 @@ def prepare_tokens(
             "dropped_duplicates_of_val": counts["dropped_duplicates_of_val"],
             **{split: writers[split].summary(f"{split}.bin") for split in SPLITS},
         }
+        if ood_sources:
+            meta["dropped_duplicates_of_ood"] = counts["dropped_duplicates_of_ood"]
+            meta[OOD] = {
+                **writers[OOD].summary(f"{OOD}.bin"),
+                "spec": ood_spec,
+                "sources": [vars(s) for s in ood_sources],
+                "max_bytes_per_source": ood_max_bytes_per_source,
+            }
         _commit(out, temps, meta)
     finally:
         for f in temps.values():  # after a failure; after success the names are already gone
             f.close()
             Path(f.name).unlink(missing_ok=True)
     return meta
+
+
+def _capped(stream: Iterator[Document], max_bytes: int | None) -> Iterator[Document]:
+    """About `max_bytes` of one stream's non-empty documents, spread over the whole stream: every
+    k-th document with k = ceil(total bytes / max_bytes), so a source ordered by book or by
+    label (negative reviews, then positive) is sampled from end to end, not cut after its start.
+    The stream is read into memory (out-of-domain sources are a few MB)."""
+    docs = [d for d in stream if d.text.strip()]
+    total = sum(len(d.text.encode("utf-8")) for d in docs)
+    step = 1 if max_bytes is None or total <= max_bytes else math.ceil(total / max_bytes)
+    yield from docs[::step]
 
 
 def _temp_file(out: Path, final_name: str) -> IO[bytes]:
@@ -277,8 +335,10 @@ def _commit(out: Path, temps: dict[str, IO[bytes]], meta: dict[str, Any]) -> Non
     """Move the finished files into place. meta.json is removed first and written last, so a
     crash between the renames leaves a directory that `read_metadata` rejects."""
     (out / META_NAME).unlink(missing_ok=True)
-    for split in SPLITS:
+    for split in temps:
         publish(temps[split].name, out / f"{split}.bin")
+    if OOD not in temps:  # a rebuild without an ood split must not leave an old one behind
+        (out / f"{OOD}.bin").unlink(missing_ok=True)
     write_json_atomic(out / META_NAME, meta)
 
 
@@ -303,7 +363,9 @@ def read_metadata(data_dir: str | os.PathLike) -> dict[str, Any]:
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r}")
-    for split in SPLITS:
+    for split in (*SPLITS, OOD):
+        if split not in meta:
+            continue
         path = data_dir / meta[split]["file"]
         expected = meta[split]["tokens"] * np.dtype(TOKEN_DTYPE).itemsize
         if not path.is_file() or path.stat().st_size != expected:
@@ -311,10 +373,20 @@ def read_metadata(data_dir: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def has_split(data_dir: str | os.PathLike, split: str) -> bool:
+    """Whether the token folder holds `split` (train and val always; ood when it was built)."""
+    return split in read_metadata(data_dir)
+
+
 def load_tokens(data_dir: str | os.PathLike, split: str = "train") -> np.memmap:
     """Read-only memmap of one split's tokens: uint16 [n_tokens]."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split not in (*SPLITS, OOD):
+        raise ValueError(f"split must be one of {(*SPLITS, OOD)}, got {split!r}")
     meta = read_metadata(data_dir)
+    if split not in meta:
+        raise ValueError(
+            f"{data_dir} has no {split!r} split: rebuild it with "
+            "`python -m training.prepare_tokens ... --ood-spec SPEC`"
+        )
     path = Path(data_dir) / meta[split]["file"]
     return np.memmap(path, dtype="<u2", mode="r", shape=(meta[split]["tokens"],))

@@ -19,8 +19,14 @@ BLOCK_TAGS = frozenset(
 )
 # Whole subtrees that are never page text.
 SKIP_TAGS = frozenset("script style head noscript header footer aside nav template svg".split())
-# Debian: docnav/navheader/navfooter (prev/next links), toc; LibreOffice: related-topics links.
-SKIP_CLASSES = frozenset("docnav navheader navfooter toc relatedtopics".split())
+# Debian: docnav/navheader/navfooter (prev/next links), toc; LibreOffice: related-topics links;
+# Sphinx (kernel and Python docs): permalink marks, sidebars, breadcrumbs, footers.
+SKIP_CLASSES = frozenset(
+    "docnav navheader navfooter toc relatedtopics headerlink sphinxsidebar related footer "
+    "breadcrumbs wy-breadcrumbs rst-footer-buttons toctree-wrapper".split()
+)
+# Code blocks, dropped when `drop_code` is set: <pre> and Sphinx's highlight wrappers.
+CODE_TAGS = frozenset(["pre"])
 # Handbook: "Download the ebook" banner and logo line; LibreOffice: debug footer, empty frames.
 SKIP_IDS = frozenset("banner title DEBUG SearchFrame DonationFrame".split())
 
@@ -31,8 +37,13 @@ _CJK_LINE_BREAK = re.compile(rf"(?<=[{_CJK}])[ \t]*\n\s*(?=[{_CJK}])")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
-def _is_skipped(tag: str, attrs: dict[str, str | None]) -> bool:
+def _is_skipped(tag: str, attrs: dict[str, str | None], drop_code: bool = False) -> bool:
     if tag in SKIP_TAGS:
+        return True
+    if drop_code and (
+        tag in CODE_TAGS
+        or any(c.startswith("highlight") for c in (attrs.get("class") or "").split())
+    ):
         return True
     if set((attrs.get("class") or "").split()) & SKIP_CLASSES or attrs.get("id") in SKIP_IDS:
         return True
@@ -42,19 +53,36 @@ def _is_skipped(tag: str, attrs: dict[str, str | None]) -> bool:
 
 
 class _TextExtractor(HTMLParser):
-    def __init__(self, split_tags: frozenset[str]) -> None:
+    def __init__(
+        self,
+        split_tags: frozenset[str],
+        body: tuple[str, str] | None = None,
+        drop_code: bool = False,
+    ) -> None:
         super().__init__(convert_charrefs=True)
         self.split_tags = split_tags
+        self.body, self.drop_code = body, drop_code
+        # With `body` set, text counts only inside an element whose attribute body[0] equals
+        # body[1]; _body_depth > 0 while inside one (open elements counted).
+        self._body_depth = 0 if body else 1
         self.sections: list[list[str]] = [[]]
         self._skip_depth = 0  # > 0 while inside a skipped subtree
         self._pre_depth = 0
         self._last = "\n"  # last character emitted in the current section
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.body:
+            if self._body_depth:
+                self._body_depth += tag not in VOID_TAGS
+            elif dict(attrs).get(self.body[0]) == self.body[1]:
+                self._body_depth = 1
+                return
+            else:
+                return
         if self._skip_depth:
             self._skip_depth += tag not in VOID_TAGS
             return
-        if _is_skipped(tag, dict(attrs)):
+        if _is_skipped(tag, dict(attrs), self.drop_code):
             self._skip_depth = int(tag not in VOID_TAGS)
             return
         if tag in self.split_tags and any(self.sections[-1]):
@@ -70,6 +98,13 @@ class _TextExtractor(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in VOID_TAGS:  # `<br/>` reports an end tag; it opened nothing
             return
+        if self.body:
+            if not self._body_depth:
+                return
+            self._body_depth -= 1
+            if not self._body_depth:
+                self._newline()
+                return
         if self._skip_depth:
             self._skip_depth -= 1
             return
@@ -79,7 +114,7 @@ class _TextExtractor(HTMLParser):
             self._newline()
 
     def handle_data(self, data: str) -> None:
-        if self._skip_depth:
+        if self._skip_depth or not self._body_depth:
             return
         if not self._pre_depth:
             data = _WS.sub(" ", _CJK_LINE_BREAK.sub("", data))
@@ -106,12 +141,19 @@ def _clean(parts: list[str]) -> str:
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
-def html_to_sections(html: str, split_tags: tuple[str, ...] = ()) -> list[str]:
+def html_to_sections(
+    html: str,
+    split_tags: tuple[str, ...] = (),
+    body: tuple[str, str] | None = None,
+    drop_code: bool = False,
+) -> list[str]:
     """Text of a page, cut into one string per section starting at any of `split_tags`.
 
     With no split tags the whole page is one section. Empty sections are dropped.
+    body: (attribute, value), e.g. ("itemprop", "articleBody"): keep only text inside such
+    elements (the article, without the page frame). drop_code: skip <pre> and highlight blocks.
     """
-    parser = _TextExtractor(frozenset(split_tags))
+    parser = _TextExtractor(frozenset(split_tags), body, drop_code)
     parser.feed(html)
     parser.close()
     return [text for text in map(_clean, parser.sections) if text]

@@ -9,7 +9,9 @@ updates completed when it was written):
   time only), ``elapsed_s``;
 - ``eval``: ``val_loss``, ``val_bpb``, ``val_tokens``, ``val_windows`` and ``delta``: one entry
   per layer with the mean / std / min / max of δ over a fixed validation sample (and, with
-  per-head rates, ``head_mean``);
+  per-head rates, ``head_mean``); with an out-of-domain split in the token folder also
+  ``ood_loss`` (nats/byte), ``ood_bpb``, ``ood_tokens``, ``ood_windows`` (periodic evaluations
+  take their windows evenly spaced over that split);
 - ``final``: the final evaluation (all windows unless configured otherwise);
 - ``event``: start, resume, stop (with a ``message``).
 

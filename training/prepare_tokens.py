@@ -6,20 +6,32 @@
     python -m training.prepare_tokens --out data/tokens-wiki --val-docs 2000 --max-docs 62000 \\
         --spec "en@hf:wikimedia/wikipedia:20231101.en=1,zh@hf:wikimedia/wikipedia:20231101.zh=1"
 
-The spec syntax is described in `training.sources`.
+    # the multi-source corpus, with two whole sources held out as the out-of-domain split:
+    python -m training.prepare_tokens --out data/tokens-v2 --val-fraction 0.03 \\
+        --spec "$(python -c 'import json; print(json.load(open("data/corpus-v2/manifest.json"))["train_spec"])')" \\
+        --ood-spec "$(python -c 'import json; print(json.load(open("data/corpus-v2/manifest.json"))["ood_spec"])')"
+
+The spec syntax is described in `training.sources`; `--manifest DIR/manifest.json` takes both
+specs from a corpus built by `training.build_offline_corpus --sources all`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from training.corpus import prepare_tokens
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--spec", required=True, help="[NAME@]KIND:TARGET[=WEIGHT],...")
+    parser.add_argument("--spec", help="[NAME@]KIND:TARGET[=WEIGHT],...")
+    parser.add_argument("--ood-spec", help="sources of the out-of-domain split (ood.bin)")
+    parser.add_argument("--manifest", help="corpus manifest.json: its train_spec and ood_spec")
+    parser.add_argument("--ood-max-bytes-per-source", type=int, default=1_000_000,
+                        help="text bytes per out-of-domain source, spread over it (0 = all)")
     parser.add_argument("--out", required=True, help="output directory")
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--val-fraction", type=float, help="hash split (default 0.03)")
@@ -28,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-bytes", type=int, help="stop after N text bytes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.manifest:
+        manifest = json.loads(Path(args.manifest).read_text(encoding="utf-8"))
+        args.spec = args.spec or manifest["train_spec"]
+        args.ood_spec = args.ood_spec or manifest.get("ood_spec") or None
+    if not args.spec:
+        parser.error("give --spec or --manifest")
     try:
         meta = prepare_tokens(
             args.spec,
@@ -36,12 +54,16 @@ def main(argv: list[str] | None = None) -> int:
             val_docs=args.val_docs,
             max_docs=args.max_docs,
             max_bytes=args.max_bytes,
+            ood_spec=args.ood_spec,
+            ood_max_bytes_per_source=args.ood_max_bytes_per_source or None,
             progress=not args.quiet,
         )
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for split_name in ("train", "val"):
+    for split_name in ("train", "val", "ood"):
+        if split_name not in meta:
+            continue
         s = meta[split_name]
         print(
             f"{split_name}: {s['tokens']:,} tokens, {s['documents']:,} documents, "
@@ -49,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"read {meta['documents_read']:,} documents, skipped {meta['skipped_empty']} empty; "
-        f"wrote {args.out}/train.bin, val.bin, meta.json"
+        f"wrote {args.out}/train.bin, val.bin{', ood.bin' if 'ood' in meta else ''}, meta.json"
     )
     return 0
 

@@ -45,7 +45,7 @@ from lens_positions.checkpoints import save_pretrained
 from training import checkpointing, distributed
 from training.cards import CARD_JSON, build_card, render_card, utc_now
 from training.configs import RUNTIME_FIELDS, TrainConfig
-from training.corpus import load_tokens, read_metadata
+from training.corpus import OOD, load_tokens, read_metadata
 from training.frozen import FINAL_NAME, frozen_table
 from training.metrics import MetricsLog, bits_per_byte, delta_stats, say, truncate_metrics
 from training.schedule import warmup_cosine
@@ -158,13 +158,20 @@ def evaluate(
     device: torch.device,
     precision: str,
     ctx: distributed.DistContext,
+    prefix: str = "val",
+    spread: bool = False,
 ) -> dict[str, float]:
-    """Mean next-byte loss over the fixed validation windows (split across processes)."""
+    """Mean next-byte loss over the fixed validation windows (split across processes).
+
+    Keys: `{prefix}_loss` (nats/byte), `{prefix}_bpb`, `{prefix}_tokens`, `{prefix}_windows`.
+    spread: take the `max_windows` windows evenly spaced over the split instead of the first ones.
+    """
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, targets, windows
     for x, y in val_batches(
-        tokens, n_ctx, batch_size, max_windows=max_windows, rank=ctx.rank, world_size=ctx.world_size
+        tokens, n_ctx, batch_size, max_windows=max_windows, rank=ctx.rank,
+        world_size=ctx.world_size, spread=spread,
     ):
         x, y = x.to(device), y.to(device)
         with autocast_context(precision, device):
@@ -176,12 +183,12 @@ def evaluate(
     distributed.all_reduce_sum_(sums)
     model.train(was_training)
     loss_sum, n_targets, n_windows = sums.tolist()
-    val_loss = loss_sum / max(n_targets, 1.0)
+    loss = loss_sum / max(n_targets, 1.0)
     return {
-        "val_loss": val_loss,
-        "val_bpb": bits_per_byte(val_loss),
-        "val_tokens": int(n_targets),
-        "val_windows": int(n_windows),
+        f"{prefix}_loss": loss,
+        f"{prefix}_bpb": bits_per_byte(loss),
+        f"{prefix}_tokens": int(n_targets),
+        f"{prefix}_windows": int(n_windows),
     }
 
 
@@ -213,6 +220,8 @@ class _Run:
         self.meta = read_metadata(data_dir)
         self.train_tokens = load_tokens(data_dir, "train")
         self.val_tokens = load_tokens(data_dir, "val")
+        # Whole sources never trained on (token folders built with --ood-spec), else None.
+        self.ood_tokens = load_tokens(data_dir, OOD) if OOD in self.meta else None
         self.step = 0
         self.tokens_seen = 0
         self.elapsed_before = 0.0  # wall time of earlier sessions (up to their last checkpoint)
@@ -487,6 +496,12 @@ class _Run:
                   elapsed: float) -> dict[str, Any]:
         result = evaluate(model, self.val_tokens, self.cfg.n_ctx, self.cfg.eval_batch_size,
                           max_windows, self.device, self.precision, self.ctx)
+        if self.ood_tokens is not None:
+            # Spread: the ood split holds whole sources one after another in document order, so
+            # the first windows would all come from one source.
+            result.update(evaluate(model, self.ood_tokens, self.cfg.n_ctx, self.cfg.eval_batch_size,
+                                   max_windows, self.device, self.precision, self.ctx,
+                                   prefix=OOD, spread=True))
         record: dict[str, Any] = {"kind": kind, "step": self.step, **result, "elapsed_s": elapsed}
         if delta_sample is not None:
             with autocast_context(self.precision, self.device):
@@ -494,8 +509,10 @@ class _Run:
         if log is not None:
             log.write(record)
         means = " ".join(f"{d['mean']:.2f}" for d in record.get("delta", []))
+        ood = (f"; ood loss {result['ood_loss']:.4f} ({result['ood_bpb']:.4f} bpb)"
+               if "ood_loss" in result else "")
         self._say(f"step {self.step}: val loss {result['val_loss']:.4f} ({result['val_bpb']:.4f} bpb) "
-                  f"over {result['val_windows']} windows; δ mean per layer {means}")
+                  f"over {result['val_windows']} windows{ood}; δ mean per layer {means}")
         return record
 
     def _finish(self, model: HookedIncrementTransformer, log: MetricsLog | None) -> TrainResult:
@@ -507,7 +524,9 @@ class _Run:
             log.write({"kind": "event", "event": "ranks_consistent", "step": self.step, "digests": digests})
         delta_sample = self._delta_sample() if self.ctx.is_main else None
         final = self._evaluate(model, log, cfg.final_eval_windows, "final", delta_sample, self.elapsed_before)
-        final_summary = {k: final[k] for k in ("val_loss", "val_bpb", "val_tokens", "val_windows")}
+        final_summary = {k: final[k] for k in ("val_loss", "val_bpb", "val_tokens", "val_windows",
+                                               "ood_loss", "ood_bpb", "ood_tokens", "ood_windows")
+                         if k in final}
         card = build_card(
             variant=cfg.variant_name, train_config=cfg.to_dict(), model_config=model.cfg.to_dict(),
             history=self.history, data_dir=str(self.data_dir), data_meta=self.meta, steps=self.step,

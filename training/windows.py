@@ -150,12 +150,19 @@ class TrainWindows(IterableDataset):
             )
 
 
-def val_starts(n_tokens: int, n_ctx: int, max_windows: int | None = None) -> np.ndarray:
-    """Start offsets of the fixed validation windows: int64 [K], K = min(max_windows, fit)."""
+def val_starts(
+    n_tokens: int, n_ctx: int, max_windows: int | None = None, spread: bool = False
+) -> np.ndarray:
+    """Start offsets of the fixed validation windows: int64 [K], K = min(max_windows, fit).
+
+    The windows are the first K of the tiling, or with `spread` K tiles evenly spaced over all
+    of it (the same tiles every time: a subset of the full evaluation's windows).
+    """
     _check_fits(n_tokens, n_ctx)
-    count = (n_tokens - 1) // n_ctx
-    if max_windows is not None:
-        count = min(count, max_windows)
+    fit = (n_tokens - 1) // n_ctx
+    count = fit if max_windows is None else min(fit, max_windows)
+    if spread and count < fit:
+        return (np.arange(count, dtype=np.int64) * fit // count) * n_ctx
     return np.arange(count, dtype=np.int64) * n_ctx
 
 
@@ -167,12 +174,13 @@ def val_batches(
     max_windows: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    spread: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Validation batches (x, y) int64 [<= batch_size, n_ctx] over the fixed windows.
 
     tokens: uint16 [n_tokens], e.g. `load_tokens(data_dir, "val")`. With world_size > 1 rank r
     takes windows r, r + world_size, ...; together the ranks cover each window once.
     """
-    starts = val_starts(len(tokens), n_ctx, max_windows)[rank::world_size]
+    starts = val_starts(len(tokens), n_ctx, max_windows, spread)[rank::world_size]
     for i in range(0, len(starts), batch_size):
         yield gather_windows(tokens, starts[i : i + batch_size], n_ctx)

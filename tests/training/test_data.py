@@ -486,7 +486,7 @@ def test_builder_drops_documents_contained_in_others():
 
 def test_builder_names_apt_get_for_missing_packages(tmp_path, capsys):
     root = fake_debian_root(tmp_path)
-    assert build_main(["--out", str(tmp_path / "c"), "--root", str(root), "--sources", "all"]) == 2
+    assert build_main(["--out", str(tmp_path / "c"), "--root", str(root), "--sources", "v1"]) == 2
     err = capsys.readouterr().err
     assert (
         "apt-get install" in err
