@@ -12,7 +12,7 @@ import argparse
 import sys
 import warnings
 
-DEFAULT_MODEL = "bilingual-per-layer"
+from lens_positions.runs import DEFAULT_MODEL
 
 
 def _read_text(args: argparse.Namespace) -> str:

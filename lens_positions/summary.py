@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from lens_positions.config import SEPARATOR_ID
 from lens_positions.model import HookedIncrementTransformer
 from lens_positions.tokenizer import CharSpan, char_spans
 
@@ -51,7 +52,7 @@ class TextIncrements:
 
     @property
     def n_text_bytes(self) -> int:
-        return int((self.tokens != 256).sum())
+        return int((self.tokens != SEPARATOR_ID).sum())
 
 
 def compute_increments(model: HookedIncrementTransformer, text: str, progress: bool = False) -> TextIncrements:

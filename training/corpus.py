@@ -46,10 +46,10 @@ import numpy as np
 from tqdm import tqdm
 
 from lens_positions.atomic import write_json_atomic
+from lens_positions.config import BYTE_VOCAB as VOCAB_SIZE
+from lens_positions.config import SEPARATOR_ID
 from training.sources import Document, iter_documents, parse_spec
 
-SEPARATOR_ID = 256
-VOCAB_SIZE = 257
 TOKEN_DTYPE = np.uint16
 FORMAT = "lens_positions.tokens/v1"
 META_NAME = "meta.json"
