@@ -442,11 +442,10 @@ class Result:
     facts: dict[str, Any] = field(default_factory=dict)
 
     def save(self, out_dir: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
-        """Write ``report.md``, every table, figure (then closed) and page under ``out_dir``."""
+        """Write every table (CSV), figure (PNG and SVG, then closed) and page under ``out_dir``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = [write_text_atomic(out / "report.md", self.markdown.rstrip("\n") + "\n")]
-        paths += [save_table(df, out, name) for name, df in self.tables.items()]
+        paths = [save_table(df, out, name) for name, df in self.tables.items()]
         for name, fig in self.figures.items():
             paths += save_figure(fig, out, name, formats, close=True)
         paths += [write_text_atomic(out / name, text) for name, text in self.pages.items()]
@@ -596,12 +595,3 @@ def command_main(module: str, argv: Sequence[str] | None = None) -> Result:
     print(f"wrote {len(paths)} files under {args.out}", file=sys.stderr)
     return result
 
-
-def text_windows_from_args(
-    args: argparse.Namespace, model: HookedIncrementTransformer, default_bytes: int
-) -> list[list[int]]:
-    """`text_windows` from the options of `add_text_args` (modules not yet on `Params`)."""
-    return text_windows(
-        model, args.text_file, args.window_bytes, args.max_windows, args.max_docs, args.held_out,
-        default_bytes,
-    )  # fmt: skip

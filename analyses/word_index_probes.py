@@ -1,6 +1,6 @@
 """Word-index probes on byte models: does the model know which word of a list a byte belongs to?
 
-The protocol of the "emergent positional embeddings" post (REFERENCE.md §4), adapted to bytes:
+The protocol of the "emergent positional embeddings" post (its §4), adapted to bytes:
 a fixed prefix, then N random lowercase words (" w1 w2 ... wN", lengths drawn uniformly from the
 available word lengths, words from train/test pools split per length so test words are unseen).
 At the last byte of each word we read
