@@ -104,9 +104,9 @@ MAX_WINDOW = 512
 
 # ---------------------------------------------------------------------------------------- models
 def load_model(name_or_dir: str | Path, device: str | None = None) -> HookedIncrementTransformer:
-    """A shipped model by name or a checkpoint folder, in eval mode."""
-    model = HookedIncrementTransformer.from_pretrained(name_or_dir, device=device)
-    return model.eval()
+    """A shipped model by name or a checkpoint folder (``from_pretrained`` returns it in eval
+    mode)."""
+    return HookedIncrementTransformer.from_pretrained(name_or_dir, device=device)
 
 
 def resolve_hooks(spec: HookSpec, tokens: Tensor) -> list[Hook]:

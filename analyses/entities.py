@@ -26,8 +26,8 @@ Per-head models: ``head = "mean"`` rows average δ over heads; ``per_head=True``
 
 Command::
 
-    python -m analyses.entities --model per-layer --out out/entities
-    python -m analyses.entities --model per-layer --pairs my_pairs.txt   # "a b" per line
+    python -m analyses.entities --out out/entities
+    python -m analyses.entities --model bilingual-per-layer --pairs my_pairs.txt   # "a b" per line
 """
 
 from __future__ import annotations

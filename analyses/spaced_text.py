@@ -3,15 +3,15 @@
 A character's increment is the sum of its bytes' δ; one row per layer for per-layer models (one
 row otherwise); rows scaled by their own mean increment (``--scale row``), all on one scale
 (``--scale shared``), or both (default). Writes ``spaced_text_{row,shared}.{png,svg}`` and an
-interactive ``spaced_text.html`` (hover: bytes, δ, position), and prints a table of each row's
-mean increments and its largest gaps. Drawing lives in `lens_positions.plots`.
+interactive ``spaced_text.html`` (hover: bytes, δ, position), and prints (and writes as
+``spaced_text_gaps.csv``) a table of each row's mean increments and its largest gaps. Drawing lives in `lens_positions.plots`.
 
 Per-head models: δ averaged over heads unless ``--head H``.
 
 Command::
 
-    python -m analyses.spaced_text --model per-layer --out out/spaced_text
-    python -m analyses.spaced_text --model per-layer --text "New York is big." --scale row
+    python -m analyses.spaced_text --out out/spaced_text
+    python -m analyses.spaced_text --model bilingual-per-layer --text "New York is big." --scale row
 """
 
 from __future__ import annotations
