@@ -82,6 +82,22 @@ ENTITIES: tuple[Pair, ...] = (
     ("Times", "Square"), ("Eiffel", "Tower"), ("Easter", "Island"), ("Iron", "Curtain"),
 )  # fmt: skip
 
+#: The entities of `analyses.position_patching` (written for it before `ENTITIES`, whose 70 pairs
+#: share no word between pairs; the post used 79 such pairs). Kept as they are: the committed
+#: results/ tables were measured on them.
+PATCHING_ENTITIES: tuple[tuple[str, str], ...] = (
+    ("New", "York"), ("Hong", "Kong"), ("Cold", "War"), ("Marie", "Curie"), ("Pacific", "Ocean"),
+    ("Los", "Angeles"), ("San", "Francisco"), ("United", "Kingdom"), ("Middle", "East"),
+    ("Prime", "Minister"), ("Red", "Cross"), ("Silicon", "Valley"), ("Wall", "Street"),
+    ("Mount", "Everest"), ("Nobel", "Prize"), ("Albert", "Einstein"), ("Isaac", "Newton"),
+    ("Great", "Wall"), ("Black", "Sea"), ("North", "Pole"), ("South", "Africa"),
+    ("Buenos", "Aires"), ("Sri", "Lanka"), ("Costa", "Rica"), ("Puerto", "Rico"),
+    ("Saudi", "Arabia"), ("New", "Zealand"), ("Las", "Vegas"), ("Abraham", "Lincoln"),
+    ("Charles", "Darwin"), ("World", "Bank"), ("Stone", "Age"), ("Dead", "Sea"),
+    ("Star", "Wars"), ("Harry", "Potter"), ("Big", "Ben"),
+    ("Grand", "Canyon"), ("Easter", "Island"), ("Lake", "Geneva"), ("Eiffel", "Tower"),
+)
+
 #: Non-entity bigrams, the i-th matched to ENTITIES[i] on word lengths (±1 letter each).
 BIGRAMS: tuple[Pair, ...] = (
     ("old", "road"), ("long", "walk"), ("hot", "kitchen"), ("bad", "direction"),

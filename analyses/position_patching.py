@@ -64,28 +64,11 @@ from analyses._common import (
     resolve_hooks,
     text_windows,
 )
-from analyses.entities import CARRIERS
+from analyses.entities import CARRIERS, PATCHING_ENTITIES
 from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
 
 INTERVENTIONS = ("integer", "mean_delta", "other_prompt", "shuffled_delta")
 ALL_LAYERS = "all"
-
-#: The entities patched (written for this project before `analyses.entities.ENTITIES`, whose list
-#: of 70 shares no word between pairs; the post used 79 such pairs). Kept as they are: the
-#: published results/ tables were measured on them.
-PATCHING_ENTITIES: tuple[tuple[str, str], ...] = (
-    ("New", "York"), ("Hong", "Kong"), ("Cold", "War"), ("Marie", "Curie"), ("Pacific", "Ocean"),
-    ("Los", "Angeles"), ("San", "Francisco"), ("United", "Kingdom"), ("Middle", "East"),
-    ("Prime", "Minister"), ("Red", "Cross"), ("Silicon", "Valley"), ("Wall", "Street"),
-    ("Mount", "Everest"), ("Nobel", "Prize"), ("Albert", "Einstein"), ("Isaac", "Newton"),
-    ("Great", "Wall"), ("Black", "Sea"), ("North", "Pole"), ("South", "Africa"),
-    ("Buenos", "Aires"), ("Sri", "Lanka"), ("Costa", "Rica"), ("Puerto", "Rico"),
-    ("Saudi", "Arabia"), ("New", "Zealand"), ("Las", "Vegas"), ("Abraham", "Lincoln"),
-    ("Charles", "Darwin"), ("World", "Bank"), ("Stone", "Age"), ("Dead", "Sea"),
-    ("Star", "Wars"), ("Harry", "Potter"), ("Big", "Ben"),
-    ("Grand", "Canyon"), ("Easter", "Island"), ("Lake", "Geneva"), ("Eiffel", "Tower"),
-)
-
 
 
 # ---------------------------------------------------------------------------------------- hooks
