@@ -86,6 +86,7 @@ class Params:
     scale: str = "both"
     head: int | None = None
     show_bytes: bool = False
+    top: int = 5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--show-bytes", action="store_true", help="tick every byte's position under each row"
     )
+    parser.add_argument("--top", type=int, default=5, help="largest gaps listed per row (default 5)")
     return parser
 
 
@@ -131,7 +133,7 @@ def run(model: HookedIncrementTransformer, params: Params) -> Result:
     scales = ("row", "shared") if p.scale == "both" else (p.scale,)
     title = model.cfg.variant_name
     note = f" ({data[0].head_note})" if data[0].head_note else ""
-    gaps = gap_table(data)
+    gaps = gap_table(data, top=p.top)
     lines = [f"# Spaced text — {title}{note}\n", *(f"- text {k}: {t}" for k, t in enumerate(texts))]
     lines += ["", _common.markdown_table(gaps)]
     return Result(

@@ -393,10 +393,9 @@ def section_spaced(ctx: Context) -> str:
     if not ctx.has("per-layer"):
         return "_No per-layer model given._"
     out = ctx.out / "spaced_text" / "per-layer"
-    argv = ["--model", ctx.models["per-layer"], *ctx.common(), "--out", str(out)]
+    argv = ["--model", ctx.models["per-layer"], "--top", "4", *ctx.common(), "--out", str(out)]
     result = ctx.run("spaced_text", argv, out)
-    gaps = result.tables["spaced_text_gaps"].copy()
-    gaps["largest_gaps"] = [", ".join(g.split(", ")[:4]) for g in gaps.largest_gaps]
+    gaps = result.tables["spaced_text_gaps"]
     return "\n".join([
         "The two example sentences (§3.2) drawn at their learned positions, one row per layer of "
         "the per-layer model; each row scaled by its own mean increment (first figure) and all rows "

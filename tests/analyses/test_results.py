@@ -78,6 +78,20 @@ def test_quick_report_on_tiny_models(token_dir, tmp_path):
     assert (out / "spaced_text" / "per-layer" / "spaced_text_row.png").is_file()
     assert (tmp_path / "heldout" / "zh.jsonl").is_file()
     assert (out / "entities" / "per-layer" / "command.txt").read_text().startswith("python -m analyses.entities")
+    # a printed command reproduces its table (here: the word-index probes, run as printed)
+    import shlex
+
+    import pandas as pd
+
+    from analyses import word_index_probes
+
+    line = next(x for x in text.splitlines() if x.startswith("python -m analyses.word_index_probes"))
+    before = pd.read_csv(out / "word_index_probes" / "per-layer" / "summary.csv")
+    word_index_probes.main(shlex.split(line)[3:])
+    after = pd.read_csv(out / "word_index_probes" / "per-layer" / "summary.csv")
+    pd.testing.assert_frame_equal(before, after)
+    # the document's facts come from the models and cards: 3 layers, 10 steps
+    assert "3 layers" in text and "10 steps" in text and "`L2`" in text
     # --reuse keeps outputs whose command is unchanged; --only runs the chosen sections
     stamp = (out / "entities" / "per-layer" / "entities.csv").stat().st_mtime_ns
     again = run_results(out, quick=True, threads=1, models=models, data_dir=token_dir,
