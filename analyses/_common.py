@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import importlib
 import itertools
 import json
@@ -55,7 +54,7 @@ from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
 from lens_positions.atomic import atomic_path, write_text_atomic
 from lens_positions.plots import delta_rows
 from lens_positions.runs import DEFAULT_MODEL
-from lens_positions.samples import is_cjk, sample_files
+from lens_positions.samples import in_held_out, is_cjk, sample_files
 from lens_positions.tables import markdown_table
 
 __all__ = [
@@ -167,16 +166,6 @@ SAMPLE_TEXTS: tuple[str, ...] = (
     "February, and that nobody in the village could remember anything like it.",
     "人工智能是计算机科学的一个分支，它试图理解智能的实质，并生产出一种新的能以人类智能相似的方式做出反应的智能机器。",
 )
-
-
-def in_held_out(text: str, fraction: float) -> bool:
-    """Whether a document is in the training pipeline's hash-split validation set.
-
-    The rule written in ``data/tokens/meta.json``: blake2b(UTF-8 text, 8-byte digest) as a
-    big-endian integer / 2**64 < val_fraction.
-    """
-    key = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
-    return key / 2**64 < fraction
 
 
 def read_texts(

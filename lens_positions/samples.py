@@ -9,6 +9,7 @@ licences of the texts are in ``LICENSE.md`` beside them.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 SAMPLE_DIR = Path(__file__).parent / "assets" / "heldout"
@@ -25,6 +26,18 @@ def is_cjk(ch: str) -> bool:
 def chinese_fraction(text: str) -> float:
     """Share of the characters that are CJK Unified Ideographs."""
     return sum(map(is_cjk, text)) / len(text) if text else 0.0
+
+
+def content_key(text: str) -> int:
+    """64-bit hash of a document's text: its identity for the training pipeline's hash split
+    (blake2b of the UTF-8 text, 8-byte digest, as a big-endian integer)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def in_held_out(text: str, fraction: float) -> bool:
+    """Whether a document is in the hash split's validation set: ``content_key / 2**64 <
+    fraction`` (the rule written in a token folder's ``meta.json``)."""
+    return content_key(text) / 2**64 < fraction
 
 
 def sample_file(language: str) -> Path:
@@ -46,6 +59,7 @@ def sample_files() -> list[Path]:
 
 
 __all__ = [
-    "LANGUAGES", "SAMPLE_DIR", "ZH_CJK_FRACTION", "chinese_fraction", "is_cjk", "sample_file",
+    "LANGUAGES", "SAMPLE_DIR", "ZH_CJK_FRACTION", "chinese_fraction", "content_key", "in_held_out",
+    "is_cjk", "sample_file",
     "sample_files",
 ]  # fmt: skip

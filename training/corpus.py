@@ -32,7 +32,6 @@ files untouched, and `read_metadata` refuses a directory whose files do not matc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -48,6 +47,7 @@ from tqdm import tqdm
 from lens_positions.atomic import write_json_atomic
 from lens_positions.config import BYTE_VOCAB as VOCAB_SIZE
 from lens_positions.config import SEPARATOR_ID
+from lens_positions.samples import content_key
 from training.sources import Document, iter_documents, parse_spec
 
 TOKEN_DTYPE = np.uint16
@@ -79,11 +79,6 @@ def decode_documents(tokens: np.ndarray) -> list[str]:
         tokens[s:e].astype(np.uint8).tobytes().decode("utf-8", errors="replace")
         for s, e in zip(starts, ends, strict=True)
     ]
-
-
-def content_key(text: str) -> int:
-    """64-bit hash of a document's text: its identity for the hash split."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 @dataclass(frozen=True)

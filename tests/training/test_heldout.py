@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from analyses._common import in_held_out
-from lens_positions.samples import SAMPLE_DIR, chinese_fraction, sample_files
+from lens_positions.samples import SAMPLE_DIR, chinese_fraction, in_held_out, sample_files
 from training.corpus import prepare_tokens
 from training.heldout import docs_for_bytes, heldout_texts, main, split_parts
 
