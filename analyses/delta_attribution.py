@@ -405,7 +405,8 @@ def plot_attribution(summary: AttributionSummary, title: str = ""):
     s = summary.sample
     for li in layers:
         sel = s[s.layer == li]
-        axes[1].scatter(sel.grad_x_input, sel.zero_ablation, s=3, alpha=0.4, label=f"L{li}" if li != "shared" else "shared")
+        axes[1].scatter(sel.grad_x_input, sel.zero_ablation, s=3, alpha=0.4, label=f"L{li}" if li != "shared" else "shared",
+                        rasterized=True)  # 20k points: a bitmap inside the SVG keeps it small
     lim = float(np.nanmax(np.abs(s[["grad_x_input", "zero_ablation"]].to_numpy()))) if len(s) else 1.0
     axes[1].plot([-lim, lim], [-lim, lim], "k:", lw=1, label="y = x")
     axes[1].set_xlabel("gradient × input (δ-logit)")
