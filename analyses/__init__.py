@@ -1,17 +1,38 @@
 """Analyses of learned position increments, one module per analysis of the learned-increments post.
 
-Each module offers a library function that returns data (a pandas DataFrame or a dataclass) and a
-command, ``python -m analyses.<name> --model NAME_OR_DIR ... --out DIR``, that prints a Markdown
-table and writes its figures and tables under ``--out``:
+Every module has one shape (see `analyses._common`): a ``Params`` dataclass, ``run(model, params)``
+returning a `analyses._common.Result` (tables, figures, the printed Markdown report) and a
+command, ``python -m analyses.<name> [--model NAME_OR_DIR] ... --out DIR``, that prints the
+Markdown and writes the tables (CSV) and figures (PNG, SVG) under ``--out``. ``--model`` defaults
+to the shipped default model and texts to the held-out sample shipped with the package:
 
 - `analyses.byte_increments`: δ per byte category, in context and from byte identity (§3.1).
 - `analyses.spaced_text`: text drawn at its learned positions, one row per layer (§3.2).
 - `analyses.word_boundaries`: Chinese word boundaries vs jieba, and English word starts (§3.3).
 - `analyses.entities`: multi-word entities vs reversed order, with two controls (§3.4).
-- `analyses.head_rates`: per-head δ against attention look-back distance (§3.5).
-- `analyses.loss_comparison`: validation losses of the variants (§2).
+- `analyses.head_rates`: per-head δ against attention look-back distance (§3.5); home of the one
+  look-back measurement.
+- `analyses.loss_comparison`: validation losses of the variants, from run folders (§2).
 - `analyses.word_index_probes`: word-index probes (§4).
+- `analyses.position_patching`: integer / flattened / foreign positions per layer; entity patching.
+- `analyses.delta_attribution`: which upstream components set each layer's δ.
+- `analyses.learned_axis_attention`: attention measured and drawn on the learned axis.
+- `analyses.results`: all of the above on the shipped models, in one document (RESULTS.md).
 
-Shared helpers (loading models and texts, batched runs, Markdown tables, figures) live in
-`analyses._common`.
+Shared helpers (models, texts, windows, batched runs, results, commands) live in
+`analyses._common`; the word list of the probes in `analyses._wordlist`.
 """
+
+#: The analysis modules, each with ``Params``, ``build_parser``, ``run`` and ``main``.
+MODULES: tuple[str, ...] = (
+    "byte_increments",
+    "spaced_text",
+    "word_boundaries",
+    "entities",
+    "head_rates",
+    "loss_comparison",
+    "word_index_probes",
+    "position_patching",
+    "delta_attribution",
+    "learned_axis_attention",
+)

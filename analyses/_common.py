@@ -1,8 +1,22 @@
-"""Helpers shared by the analysis commands: models, texts, windows, batched runs, tables, figures.
+"""Helpers shared by the analysis commands: models, texts, windows, batched runs, results.
+
+Every analysis module has one shape:
+
+- ``Params``: a dataclass of everything the analysis reads besides the model (its command-line
+  options: ``build_parser`` parses them, `params_from_args` fills the dataclass);
+- ``run(model, params) -> Result``: the analysis; a `Result` holds its tables (DataFrames),
+  figures, printed report (Markdown) and the few numbers the results document quotes;
+- ``main(argv)``: `command_main`: parse, load ``--model`` (default: the shipped default model),
+  run, print the Markdown, write CSV tables and PNG + SVG figures under ``--out``.
+
+Model access goes through `load_model`, the window helpers (`char_windows`, `byte_windows`,
+`text_windows`) and `run_batches` (capture through TransformerLens's ``run_with_cache``), so that
+other kinds of model need changes in these few places only.
 
 Two kinds of window cut text for the model: `char_windows` (character-aligned, every character's
 first byte indexed: the post's reproductions score characters and words) and `byte_windows`
 (equal-length byte pieces: the newer analyses average over positions and want one length).
+Texts default to the held-out sample shipped with the package (`lens_positions.samples`).
 
 Hook specifications
 -------------------
@@ -20,17 +34,16 @@ used (e.g. an edited ``hook_delta``).
 from __future__ import annotations
 
 import argparse
-import hashlib
+import dataclasses
+import importlib
 import itertools
 import json
-import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
@@ -38,34 +51,45 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
-from lens_positions.atomic import atomic_path
+from lens_positions.atomic import atomic_path, write_text_atomic
 from lens_positions.plots import delta_rows
+from lens_positions.runs import DEFAULT_MODEL
+from lens_positions.samples import in_held_out, is_cjk, sample_files
+from lens_positions.tables import markdown_table
 
 __all__ = [
+    "DEFAULT_MODEL",
     "SAMPLE_TEXTS",
     "Hook",
     "HookSpec",
+    "InputError",
+    "Result",
     "Window",
     "add_common_args",
     "add_text_args",
     "byte_windows",
     "char_windows",
+    "command_main",
+    "default_text_files",
     "delta_rows",
     "head_axis",
     "head_mean",
     "in_held_out",
+    "invoke",
     "is_cjk",
     "load_model",
     "markdown_table",
     "model_from_args",
     "pad_batch",
+    "params_from_args",
+    "read_text_files",
     "read_texts",
     "resolve_hooks",
     "run_batches",
     "save_figure",
     "save_png",
     "save_table",
-    "text_windows_from_args",
+    "text_windows",
     "use_agg",
     "window_limit",
 ]
@@ -79,9 +103,9 @@ MAX_WINDOW = 512
 
 # ---------------------------------------------------------------------------------------- models
 def load_model(name_or_dir: str | Path, device: str | None = None) -> HookedIncrementTransformer:
-    """A shipped model by name or a checkpoint folder, in eval mode."""
-    model = HookedIncrementTransformer.from_pretrained(name_or_dir, device=device)
-    return model.eval()
+    """A shipped model by name or a checkpoint folder (``from_pretrained`` returns it in eval
+    mode)."""
+    return HookedIncrementTransformer.from_pretrained(name_or_dir, device=device)
 
 
 def resolve_hooks(spec: HookSpec, tokens: Tensor) -> list[Hook]:
@@ -129,8 +153,7 @@ def pad_batch(
 
 
 # ---------------------------------------------------------------------------------------- texts
-#: A few paragraphs written for these analyses, used when no ``--text-file`` is given (quick looks
-#: only: real analyses should pass held-out corpus text, e.g. data/heldout/all.jsonl).
+#: A few paragraphs written for these analyses (the learned-axis views draw the first one).
 SAMPLE_TEXTS: tuple[str, ...] = (
     "Marie Curie was a Polish-born physicist and chemist who worked in Paris, where she shared "
     "a Nobel Prize with her husband, Pierre, and later won a second one on her own. Her notebooks "
@@ -143,16 +166,6 @@ SAMPLE_TEXTS: tuple[str, ...] = (
     "February, and that nobody in the village could remember anything like it.",
     "人工智能是计算机科学的一个分支，它试图理解智能的实质，并生产出一种新的能以人类智能相似的方式做出反应的智能机器。",
 )
-
-
-def in_held_out(text: str, fraction: float) -> bool:
-    """Whether a document is in the training pipeline's hash-split validation set.
-
-    The rule written in ``data/tokens/meta.json``: blake2b(UTF-8 text, 8-byte digest) as a
-    big-endian integer / 2**64 < val_fraction.
-    """
-    key = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
-    return key / 2**64 < fraction
 
 
 def read_texts(
@@ -206,9 +219,27 @@ def read_texts(
     return docs
 
 
-def is_cjk(ch: str) -> bool:
-    """A CJK Unified Ideograph (U+4E00-U+9FFF), the characters the word-boundary protocol scores."""
-    return 0x4E00 <= ord(ch) <= 0x9FFF
+def default_text_files() -> list[str]:
+    """The held-out sample shipped with the package: Chinese, then English JSON lines."""
+    return [str(p) for p in sample_files()]
+
+
+def read_text_files(
+    paths: Sequence[str | Path] | None,
+    max_docs: int | None = None,
+    held_out: float | None = None,
+    source: str | None = None,
+) -> list[str]:
+    """Documents of several files interleaved (zh, en, zh, en, ...), so that a bound on windows or
+    documents does not fill up from the first file alone; ``max_docs`` applies per file.
+
+    paths: None reads the shipped held-out sample (`default_text_files`).
+    """
+    per_file = [
+        read_texts(f, source, max_docs=max_docs, held_out=held_out)
+        for f in (paths or default_text_files())
+    ]
+    return [doc for group in itertools.zip_longest(*per_file) for doc in group if doc is not None]
 
 
 @dataclass(frozen=True)
@@ -311,72 +342,24 @@ def run_batches(
             raise ValueError(
                 f"a sequence of {tokens.shape[1]} tokens exceeds n_ctx={model.cfg.n_ctx}"
             )
-        captured: dict[str, Tensor] = {}
-
-        def keep(act: Tensor, hook: Any, store: dict[str, Tensor] = captured) -> None:
-            store[hook.name] = act.detach().float().cpu()
-
         hooks = resolve_hooks(fwd_hooks, tokens)
         if extra_hooks is not None:
             hooks += list(extra_hooks(tokens, lengths))
-        hooks += [(name, keep) for name in capture]
+        # run_with_cache adds its recording hooks after the ones of this context: what is
+        # recorded is what the model used.
         with model.hooks(fwd_hooks=hooks):
-            model(tokens, return_type=None)
+            if capture:
+                _, cache = model.run_with_cache(
+                    tokens, names_filter=list(capture), return_type=None
+                )
+                captured = {name: cache[name].float().cpu() for name in capture}
+            else:
+                model(tokens, return_type=None)
+                captured = {}
         yield idx, lengths, captured
 
 
-# ---------------------------------------------------------------------------------------- tables
-def _format_cell(value: Any, fmt: str | Callable[[Any], str] | None) -> str:
-    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
-        return "—"
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else "no"
-    if callable(fmt):
-        return fmt(value)
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        return format(float(value), fmt or ".3f")
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(
-    df: pd.DataFrame,
-    formats: dict[str, str | Callable[[Any], str]] | None = None,
-    default_format: str = ".3f",
-) -> str:
-    """A DataFrame as a GitHub Markdown table (no `tabulate` needed).
-
-    formats: per-column format spec (``".2e"``) or function; other float columns use
-    ``default_format``. NaN and None print as an em dash. Numeric columns are right-aligned.
-    """
-    formats = formats or {}
-    cols = [str(c) for c in df.columns]
-    rows = [
-        [_format_cell(v, formats.get(c, default_format)) for c, v in zip(cols, rec, strict=True)]
-        for rec in df.itertuples(index=False, name=None)
-    ]
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
-    widths = [max([len(c)] + [len(r[j]) for r in rows]) for j, c in enumerate(cols)]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [
-            (cell.rjust(w) if num else cell.ljust(w))
-            for cell, w, num in zip(cells, widths, numeric, strict=True)
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = (
-        "|"
-        + "|".join(
-            ("-" * (w + 1) + ":") if num else ("-" * (w + 2))
-            for w, num in zip(widths, numeric, strict=True)
-        )
-        + "|"
-    )
-    return "\n".join([line(cols), rule] + [line(r) for r in rows])
-
-
+# ---------------------------------------------------------------------------------------- results
 def save_table(df: pd.DataFrame, out_dir: str | Path, stem: str) -> Path:
     """Write a table as CSV under ``out_dir`` (created if missing), atomically."""
     path = Path(out_dir) / f"{stem}.csv"
@@ -424,12 +407,54 @@ def use_agg() -> None:
     matplotlib.use("Agg")
 
 
+class InputError(ValueError):
+    """The analysis's input cannot be used (no documents, nothing to report): the command turns it
+    into a usage error naming the problem."""
+
+
+@dataclass
+class Result:
+    """What every analysis's ``run(model, params)`` returns.
+
+    markdown: the printed report (headings, notes, tables as Markdown).
+    tables: name -> DataFrame, saved as ``NAME.csv``.
+    figures: name -> matplotlib Figure, saved as ``NAME.png`` and ``NAME.svg``.
+    pages: name -> text of another file to write (e.g. ``"attention.html"``).
+    facts: the numbers a document quoting the tables needs (windows, bytes, queries, the model's
+        variant and layers), JSON-ready.
+    """
+
+    markdown: str
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    pages: dict[str, str] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, out_dir: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+        """Write every table (CSV), figure (PNG and SVG, then closed) and page under ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [save_table(df, out, name) for name, df in self.tables.items()]
+        for name, fig in self.figures.items():
+            paths += save_figure(fig, out, name, formats, close=True)
+        paths += [write_text_atomic(out / name, text) for name, text in self.pages.items()]
+        self.figures = {}  # closed: a saved Result keeps its tables, not open figures
+        return paths
+
+    def without_figures(self) -> Result:
+        """A copy without figures (for storing: tables, report and facts only)."""
+        return dataclasses.replace(self, figures={})
+
+
 # ---------------------------------------------------------------------------------------- commands
 def add_common_args(
     parser: argparse.ArgumentParser, out_default: str, batch_size: int = 8, seed: bool = False
 ) -> argparse.ArgumentParser:
     """The options every analysis command shares (``--seed`` where the command samples)."""
-    parser.add_argument("--model", required=True, help="shipped model name or checkpoint folder")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL,
+        help=f"shipped model name or checkpoint folder (default {DEFAULT_MODEL})",
+    )  # fmt: skip
     parser.add_argument("--out", default=out_default, help=f"output folder (default {out_default})")
     parser.add_argument(
         "--device", default=None, help="torch device (default: where the checkpoint loads, CPU)"
@@ -447,11 +472,14 @@ def add_common_args(
     return parser
 
 
-def add_text_args(parser: argparse.ArgumentParser, max_windows: int = 64) -> None:
-    """--text-file, --max-docs, --held-out, --window-bytes, --max-windows (for `byte_windows`)."""
+def add_text_args(
+    parser: argparse.ArgumentParser, max_windows: int = 64, window_bytes: bool = True
+) -> None:
+    """--text-file, --max-docs, --held-out (and --window-bytes, --max-windows for `text_windows`)."""
     parser.add_argument(
         "--text-file", nargs="+", default=None,
-        help="plain text or JSON lines (field 'text'); several are interleaved",
+        help="plain text or JSON lines (field 'text'); several are interleaved "
+        "(default: the held-out sample shipped with the package, Chinese and English)",
     )  # fmt: skip
     parser.add_argument(
         "--max-docs", type=int, default=None, help="read at most this many documents"
@@ -461,39 +489,45 @@ def add_text_args(parser: argparse.ArgumentParser, max_windows: int = 64) -> Non
         help="keep only documents of the training hash split's validation set with this fraction "
         "(0.03 for data/tokens, see its meta.json)",
     )  # fmt: skip
-    parser.add_argument("--window-bytes", type=int, default=None, help="bytes per window")
-    parser.add_argument(
-        "--max-windows", type=int, default=max_windows, help=f"windows (default {max_windows})"
-    )
+    if window_bytes:
+        parser.add_argument("--window-bytes", type=int, default=None, help="bytes per window")
+        parser.add_argument(
+            "--max-windows", type=int, default=max_windows, help=f"windows (default {max_windows})"
+        )
 
 
-def text_windows_from_args(
-    args: argparse.Namespace, model: HookedIncrementTransformer, default_bytes: int
+def text_windows(
+    model: HookedIncrementTransformer,
+    text_file: Sequence[str | Path] | None,
+    window_bytes: int | None,
+    max_windows: int,
+    max_docs: int | None = None,
+    held_out: float | None = None,
+    default_bytes: int = 255,
 ) -> list[list[int]]:
-    """Equal-length windows from ``--text-file`` (or the built-in samples) for a command.
+    """Equal-length byte windows (`byte_windows`) of the documents of some files.
 
-    Several files: their documents are interleaved (en, zh, en, zh, ...) so that a window limit
-    does not fill up from the first file alone. ``--held-out F`` keeps only the training split's
-    validation documents. Uses ``--window-bytes`` (default ``min(default_bytes, n_ctx - 1)``) and
-    ``--max-windows``; with the built-in samples the window shrinks to the shortest sample so
-    that each gives one.
+    text_file: None reads the shipped held-out sample; several files are interleaved
+    (`read_text_files`). Windows of ``window_bytes`` (default ``min(default_bytes, n_ctx - 1)``).
     """
-    n_bytes = min(args.window_bytes or default_bytes, model.cfg.n_ctx - 1)
-    if args.text_file:
-        per_file = [
-            read_texts(f, max_docs=args.max_docs, held_out=args.held_out) for f in args.text_file
-        ]
-        texts = [
-            doc for group in itertools.zip_longest(*per_file) for doc in group if doc is not None
-        ]
-    else:
-        texts = list(SAMPLE_TEXTS)
-        n_bytes = min(n_bytes, min(len(t.encode("utf-8")) for t in texts))
-        print("no --text-file: using the built-in sample paragraphs", file=sys.stderr)
-    windows = byte_windows(texts, n_bytes, args.max_windows)
+    n_bytes = min(window_bytes or default_bytes, model.cfg.n_ctx - 1)
+    texts = read_text_files(text_file, max_docs=max_docs, held_out=held_out)
+    windows = byte_windows(texts, n_bytes, max_windows)
     if not windows:
-        raise SystemExit(f"no text window of {n_bytes} bytes: give longer texts or --window-bytes")
+        raise InputError(f"no text window of {n_bytes} bytes: give longer texts or --window-bytes")
     return windows
+
+
+def params_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """A ``Params`` dataclass from parsed options: every field from the option of the same name
+    (``progress`` from ``--no-progress``); fields without an option keep their default."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name == "progress" and hasattr(args, "no_progress"):
+            values["progress"] = not args.no_progress
+        elif hasattr(args, f.name):
+            values[f.name] = getattr(args, f.name)
+    return cls(**values)
 
 
 def model_from_args(args: argparse.Namespace) -> HookedIncrementTransformer:
@@ -507,3 +541,46 @@ def model_from_args(args: argparse.Namespace) -> HookedIncrementTransformer:
         file=sys.stderr,
     )
     return model
+
+
+def invoke(
+    module: str,
+    argv: Sequence[str] | None,
+    models: dict[str, HookedIncrementTransformer] | None = None,
+) -> tuple[argparse.Namespace, Result]:
+    """Parse ``argv`` with ``analyses.<module>``'s parser and run it; returns (options, Result).
+
+    models: already loaded models by ``--model`` value, reused (and filled) so that a report
+    running many analyses loads each model once. Bad input (`InputError`) becomes a usage
+    error of the module's parser, as on its command line.
+    """
+    mod = importlib.import_module(f"analyses.{module}")
+    parser = mod.build_parser()
+    args = parser.parse_args(argv)
+    params = params_from_args(mod.Params, args)
+    use_agg()
+    try:
+        if getattr(mod, "NEEDS_MODEL", True):
+            if models is not None and args.model in models:
+                torch.set_num_threads(max(1, args.threads))
+                model = models[args.model]
+            else:
+                model = model_from_args(args)
+                if models is not None:
+                    models[args.model] = model
+            result = mod.run(model, params)
+        else:
+            result = mod.run(None, params)
+    except (InputError, FileNotFoundError) as e:
+        parser.error(str(e))
+    return args, result
+
+
+def command_main(module: str, argv: Sequence[str] | None = None) -> Result:
+    """The ``main`` of every analysis: `invoke`, print the Markdown, save under ``--out``."""
+    args, result = invoke(module, argv)
+    print(result.markdown)
+    paths = result.save(args.out)
+    print(f"wrote {len(paths)} files under {args.out}", file=sys.stderr)
+    return result
+

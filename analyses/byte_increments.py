@@ -1,4 +1,4 @@
-"""δ per byte category (REFERENCE §3.1), in context over real text and from byte identity alone.
+"""δ per byte category (§3.1 of the learned-increments post), in context over real text and from byte identity alone.
 
 Categories: a-z; A-Z; digits; Chinese lead bytes 0xE4-0xE9; UTF-8 continuation bytes 0x80-0xBF;
 space; sentence punctuation ``. ! ?``; other punctuation ``, ; : -``; newline; the separator.
@@ -21,8 +21,8 @@ and a per-layer model's L0 rows (non-per-head models).
 
 Command::
 
-    python -m analyses.byte_increments --model per-layer --text-file data/corpus/zh.jsonl \\
-        data/corpus/en.jsonl --max-docs 200 --out out/byte_increments
+    python -m analyses.byte_increments [--model bilingual-shared] [--text-file FILE ...] \\
+        [--max-docs 200] --out out/byte_increments
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from jaxtyping import Float, Int
 from analyses import _common
 from analyses._common import (
     HookSpec,
+    Result,
     char_windows,
     delta_rows,
     head_axis,
@@ -276,17 +277,31 @@ def plot_byte_increments(table: pd.DataFrame, title: str = ""):
     return fig
 
 
-def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
+@dataclass
+class Params:
+    """Options of `run` (the command's flags of the same names)."""
+
+    text_file: list[str] | None = None  # None: the shipped held-out sample
+    source: str | None = None
+    max_docs: int | None = None
+    max_tokens: int | None = None
+    no_identity: bool = False
+    per_head: bool = False
+    batch_size: int = 8
+    progress: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+        prog="python -m analyses.byte_increments", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     _common.add_common_args(parser, "out/byte_increments")
     parser.add_argument(
-        "--text-file",
-        nargs="*",
-        default=[],
-        help="plain-text or .jsonl files for the in-context rows",
-    )
+        "--text-file", nargs="*", default=None,
+        help="plain-text or .jsonl files for the in-context rows (default: the shipped held-out "
+        "sample; none: identity rows only)",
+    )  # fmt: skip
     parser.add_argument("--source", default=None, help='keep only .jsonl rows with this "source"')
     parser.add_argument("--max-docs", type=int, default=None, help="documents to read at most")
     parser.add_argument(
@@ -296,42 +311,42 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser.add_argument(
         "--per-head", action="store_true", help="per-head models: one row per head too"
     )
-    args = parser.parse_args(argv)
-    model = _common.model_from_args(args)
-    texts = (
-        _common.read_texts(args.text_file, args.source, args.max_docs) if args.text_file else None
-    )
+    return parser
+
+
+def run(model: HookedIncrementTransformer, params: Params) -> Result:
+    """`byte_increment_table` over the files' documents; table byte_increments and its figure."""
+    p = params
+    files = _common.default_text_files() if p.text_file is None else p.text_file
+    texts = _common.read_texts(files, p.source, p.max_docs) if files else None
     if texts is not None and not texts:
-        parser.error("the text files hold no documents")
+        raise _common.InputError("the text files hold no documents")
     table = byte_increment_table(
-        model,
-        texts,
-        identity=not args.no_identity,
-        per_head=args.per_head,
-        max_tokens=args.max_tokens,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-    )
+        model, texts, identity=not p.no_identity, per_head=p.per_head, max_tokens=p.max_tokens,
+        batch_size=p.batch_size, progress=p.progress,
+    )  # fmt: skip
     if table.empty:
-        parser.error("nothing to report: give --text-file or drop --no-identity")
-    print(
-        f"# δ per byte category — {model.cfg.variant_name}"
-        + (" (head = mean: δ averaged over heads)" if model.cfg.per_head else "")
-        + "\n"
-    )
+        raise _common.InputError("nothing to report: give --text-file or drop --no-identity")
+    variant = model.cfg.variant_name
+    lines = [
+        f"# δ per byte category — {variant}"
+        + (" (head = mean: δ averaged over heads)" if model.cfg.per_head else "") + "\n"
+    ]
     for source, sub in table.groupby("source", sort=False):
-        print(f"## {source}\n")
-        shown = (
-            sub.drop(columns=["source"])
-            if model.cfg.per_head
-            else sub.drop(columns=["source", "head"])
-        )
-        print(_common.markdown_table(shown, {"occurrences": ".0f"}) + "\n")
-    _common.save_table(table, args.out, "byte_increments")
-    _common.save_figure(
-        plot_byte_increments(table, model.cfg.variant_name), args.out, "byte_increments"
-    )
-    return table
+        shown = sub.drop(columns=["source"] if model.cfg.per_head else ["source", "head"])
+        lines += [f"## {source}\n", _common.markdown_table(shown, {"occurrences": ".0f"}) + "\n"]
+    return Result(
+        "\n".join(lines),
+        tables={"byte_increments": table},
+        figures={"byte_increments": plot_byte_increments(table, variant)},
+        facts={"variant": variant, "n_layers": model.cfg.n_layers,
+               "documents": len(texts or []), "bytes": sum(len(t.encode("utf-8")) for t in texts or []),
+               "window_tokens": window_limit(model, p.max_tokens)},
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> Result:
+    return _common.command_main("byte_increments", argv)
 
 
 if __name__ == "__main__":

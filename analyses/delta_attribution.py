@@ -31,14 +31,13 @@ average over output heads.
 
 Command::
 
-    python -m analyses.delta_attribution --model NAME_OR_DIR --text-file data/corpus/en.jsonl \
+    python -m analyses.delta_attribution [--model NAME_OR_DIR] [--text-file FILE ...] \
         --out out/delta_attribution
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,16 +50,14 @@ from tqdm.auto import tqdm
 
 from analyses._common import (
     HookSpec,
+    Result,
     add_common_args,
     add_text_args,
+    command_main,
     markdown_table,
-    model_from_args,
     pad_batch,
     resolve_hooks,
-    save_png,
-    save_table,
-    text_windows_from_args,
-    use_agg,
+    text_windows,
 )
 from lens_positions import HookedIncrementTransformer
 
@@ -408,7 +405,8 @@ def plot_attribution(summary: AttributionSummary, title: str = ""):
     s = summary.sample
     for li in layers:
         sel = s[s.layer == li]
-        axes[1].scatter(sel.grad_x_input, sel.zero_ablation, s=3, alpha=0.4, label=f"L{li}" if li != "shared" else "shared")
+        axes[1].scatter(sel.grad_x_input, sel.zero_ablation, s=3, alpha=0.4, label=f"L{li}" if li != "shared" else "shared",
+                        rasterized=True)  # 20k points: a bitmap inside the SVG keeps it small
     lim = float(np.nanmax(np.abs(s[["grad_x_input", "zero_ablation"]].to_numpy()))) if len(s) else 1.0
     axes[1].plot([-lim, lim], [-lim, lim], "k:", lw=1, label="y = x")
     axes[1].set_xlabel("gradient × input (δ-logit)")
@@ -421,39 +419,69 @@ def plot_attribution(summary: AttributionSummary, title: str = ""):
 
 
 # ---------------------------------------------------------------------------------------- command
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+@dataclass
+class Params:
+    """Options of `run` (the command's flags of the same names)."""
+
+    text_file: list[str] | None = None  # None: the shipped held-out sample
+    max_docs: int | None = None
+    held_out: float | None = None
+    window_bytes: int | None = None
+    max_windows: int = 32
+    layers: list[int] | None = None
+    top: int = 8
+    seed: int = 0
+    batch_size: int = 16
+    progress: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analyses.delta_attribution", description=__doc__.split("\n")[0]
+    )
     add_common_args(parser, "out/delta_attribution", batch_size=16, seed=True)
     add_text_args(parser, max_windows=32)
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="layers to attribute (default all)")
     parser.add_argument("--top", type=int, default=8, help="parts per layer in the printed table")
-    args = parser.parse_args(argv)
-    use_agg()
-    model = model_from_args(args)
+    return parser
+
+
+def run(model: HookedIncrementTransformer, params: Params) -> Result:
+    """`delta_attribution` over byte windows: tables parts and checks, the attribution figure
+    (an empty Result saying so for models without an increment MLP)."""
+    p = params
     variant = model.cfg.variant_name
     try:
         increment_mlp_prefix(model, 0)
     except ValueError as e:
-        print(f"## δ attribution ({variant})\n\nNothing to attribute: {e}.")
-        return
-    windows = text_windows_from_args(args, model, default_bytes=255)
-    summary = delta_attribution(model, windows, args.layers, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
-    save_table(summary.parts, args.out, "parts")
-    save_table(summary.checks, args.out, "checks")
+        return Result(f"## δ attribution ({variant})\n\nNothing to attribute: {e}.", facts={"variant": variant})
+    windows = text_windows(model, p.text_file, p.window_bytes, p.max_windows, p.max_docs, p.held_out)
+    summary = delta_attribution(model, windows, p.layers, batch_size=p.batch_size, seed=p.seed, progress=p.progress)
     heads = model.cfg.n_delta_outputs > 1
-    print(f"## δ attribution ({variant}; {len(windows)} windows of {len(windows[0]) - 1} bytes)\n")
-    print("Checks per layer" + (" and output head" if heads else "") + ": `completeness_err` = max |Σ_parts g·c − g·x| "
-          "(0 up to float error); `mean_abs_g_dot_x` ≈ 0 for per-layer models because the increment MLP's "
-          "RMSNorm is scale-invariant (compare `mean_abs_raw`); `r_*` = Pearson correlation of the linear attribution with the ablation it "
-          "predicts; `gxi_over_random` = mean |g·c| over mean |g·r| for random r of the same norm (baseline 1). "
-          "Where the norm's input is a single part (per-layer L0: the embedding), g·c = g·x ≈ 0 by construction: "
-          "read the frozen-scale attribution there.\n")
-    print(markdown_table(summary.checks, formats={"completeness_err": ".1e"}))
-    print(f"\n### Top {args.top} parts per layer by mean |gradient × input| (δ-logit units"
-          + ("; averaged over output heads" if heads else "") + ")\n")
-    print(markdown_table(layer_table(summary, args.top)))
-    path = save_png(plot_attribution(summary, f"δ attribution: {variant}"), args.out, "attribution")
-    print(f"\nwrote {path} and CSV tables under {args.out}", file=sys.stderr)
+    markdown = "\n".join([
+        f"## δ attribution ({variant}; {len(windows)} windows of {len(windows[0]) - 1} bytes)\n",
+        "Checks per layer" + (" and output head" if heads else "") + ": `completeness_err` = max |Σ_parts g·c − g·x| "
+        "(0 up to float error); `mean_abs_g_dot_x` ≈ 0 for per-layer models because the increment MLP's "
+        "RMSNorm is scale-invariant (compare `mean_abs_raw`); `r_*` = Pearson correlation of the linear attribution with the ablation it "
+        "predicts; `gxi_over_random` = mean |g·c| over mean |g·r| for random r of the same norm (baseline 1). "
+        "Where the norm's input is a single part (per-layer L0: the embedding), g·c = g·x ≈ 0 by construction: "
+        "read the frozen-scale attribution there.\n",
+        markdown_table(summary.checks, formats={"completeness_err": ".1e"}),
+        f"\n### Top {p.top} parts per layer by mean |gradient × input| (δ-logit units"
+        + ("; averaged over output heads" if heads else "") + ")\n",
+        markdown_table(layer_table(summary, p.top)),
+    ])  # fmt: skip
+    return Result(
+        markdown,
+        tables={"parts": summary.parts, "checks": summary.checks},
+        figures={"attribution": plot_attribution(summary, f"δ attribution: {variant}")},
+        facts={"variant": variant, "n_layers": model.cfg.n_layers, "windows": len(windows),
+               "window_bytes": len(windows[0]) - 1},
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> Result:
+    return command_main("delta_attribution", argv)
 
 
 if __name__ == "__main__":

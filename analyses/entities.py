@@ -1,4 +1,4 @@
-"""Multi-word entities: δ at the space inside "New York" against "York New" (REFERENCE §3.4).
+"""Multi-word entities: δ at the space inside "New York" against "York New" (§3.4 of the learned-increments post).
 
 For every pair (a, b) and each carrier of `CARRIERS`, the model reads ``carrier.format(a=a, b=b)``
 (real order) and ``carrier.format(a=b, b=a)`` (reversed), separator first. The score is δ at the
@@ -26,8 +26,8 @@ Per-head models: ``head = "mean"`` rows average δ over heads; ``per_head=True``
 
 Command::
 
-    python -m analyses.entities --model per-layer --out out/entities
-    python -m analyses.entities --model per-layer --pairs my_pairs.txt   # "a b" per line
+    python -m analyses.entities --out out/entities
+    python -m analyses.entities --model bilingual-per-layer --pairs my_pairs.txt   # "a b" per line
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import argparse
 import random
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,7 @@ from jaxtyping import Float
 from scipy.stats import wilcoxon
 
 from analyses import _common
-from analyses._common import HookSpec, delta_rows, head_axis, run_batches
+from analyses._common import HookSpec, Result, delta_rows, head_axis, run_batches
 from lens_positions import HookedIncrementTransformer
 from lens_positions.tokenizer import encode
 
@@ -81,6 +81,22 @@ ENTITIES: tuple[Pair, ...] = (
     ("Great", "Depression"), ("Harry", "Potter"), ("Star", "Trek"), ("Pearl", "Harbor"),
     ("Times", "Square"), ("Eiffel", "Tower"), ("Easter", "Island"), ("Iron", "Curtain"),
 )  # fmt: skip
+
+#: The entities of `analyses.position_patching` (written for it before `ENTITIES`, whose 70 pairs
+#: share no word between pairs; the post used 79 such pairs). Kept as they are: the committed
+#: results/ tables were measured on them.
+PATCHING_ENTITIES: tuple[tuple[str, str], ...] = (
+    ("New", "York"), ("Hong", "Kong"), ("Cold", "War"), ("Marie", "Curie"), ("Pacific", "Ocean"),
+    ("Los", "Angeles"), ("San", "Francisco"), ("United", "Kingdom"), ("Middle", "East"),
+    ("Prime", "Minister"), ("Red", "Cross"), ("Silicon", "Valley"), ("Wall", "Street"),
+    ("Mount", "Everest"), ("Nobel", "Prize"), ("Albert", "Einstein"), ("Isaac", "Newton"),
+    ("Great", "Wall"), ("Black", "Sea"), ("North", "Pole"), ("South", "Africa"),
+    ("Buenos", "Aires"), ("Sri", "Lanka"), ("Costa", "Rica"), ("Puerto", "Rico"),
+    ("Saudi", "Arabia"), ("New", "Zealand"), ("Las", "Vegas"), ("Abraham", "Lincoln"),
+    ("Charles", "Darwin"), ("World", "Bank"), ("Stone", "Age"), ("Dead", "Sea"),
+    ("Star", "Wars"), ("Harry", "Potter"), ("Big", "Ben"),
+    ("Grand", "Canyon"), ("Easter", "Island"), ("Lake", "Geneva"), ("Eiffel", "Tower"),
+)
 
 #: Non-entity bigrams, the i-th matched to ENTITIES[i] on word lengths (±1 letter each).
 BIGRAMS: tuple[Pair, ...] = (
@@ -350,61 +366,74 @@ def plot_entities(result: EntityResult, title: str = ""):
     return fig
 
 
-def main(argv: Sequence[str] | None = None) -> EntityResult:
+@dataclass
+class Params:
+    """Options of `run` (the command's flags of the same names)."""
+
+    pairs: list[str] = field(default_factory=list)
+    with_defaults: bool = False
+    seed: int = 0
+    per_head: bool = False
+    batch_size: int = 64
+    progress: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    _common.add_common_args(parser, "out/entities")
-    parser.set_defaults(batch_size=64)
+        prog="python -m analyses.entities", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    _common.add_common_args(parser, "out/entities", batch_size=64)
     parser.add_argument(
-        "--pairs",
-        nargs="*",
-        default=[],
+        "--pairs", nargs="*", default=[],
         help="pair files (condition = file name); replace the built-in conditions",
-    )
+    )  # fmt: skip
     parser.add_argument(
-        "--with-defaults",
-        action="store_true",
-        help="with --pairs, keep the built-in conditions too",
+        "--with-defaults", action="store_true", help="with --pairs, keep the built-in conditions too"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the nonce pairs")
     parser.add_argument(
         "--per-head", action="store_true", help="per-head models: one row per head too"
     )
-    args = parser.parse_args(argv)
-    model = _common.model_from_args(args)
+    return parser
+
+
+def run(model: HookedIncrementTransformer, params: Params) -> Result:
+    """`entity_analysis` of the conditions: tables entities (summary) and entity_pairs, a figure."""
+    p = params
     conditions: dict[str, list[Pair]] = {}
-    if not args.pairs or args.with_defaults:
-        conditions.update(default_conditions(args.seed))
-    for path in args.pairs:
+    if not p.pairs or p.with_defaults:
+        conditions.update(default_conditions(p.seed))
+    for path in p.pairs:
         conditions[Path(path).stem] = read_pairs(path)
     result = entity_analysis(
-        model,
-        conditions,
-        per_head=args.per_head,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
+        model, conditions, per_head=p.per_head, batch_size=p.batch_size, progress=p.progress
     )
-    print(f"# Two-word pairs: δ at the internal space, real vs reversed — {model.cfg.variant_name}")
-    print(
+    variant = model.cfg.variant_name
+    lines = [
+        f"# Two-word pairs: δ at the internal space, real vs reversed — {variant}",
         f"(mean over {len(CARRIERS)} carriers; two-sided Wilcoxon signed-rank"
-        + ("; head = mean: δ averaged over heads" if model.cfg.per_head else "")
-        + ")\n"
-    )
+        + ("; head = mean: δ averaged over heads" if model.cfg.per_head else "") + ")\n",
+    ]  # fmt: skip
     for cond, sub in result.summary.groupby("condition", sort=False):
-        print(f"## {cond} ({sub['n'].iloc[0]} pairs)\n")
         shown = sub.drop(columns=["condition", "n"] + ([] if model.cfg.per_head else ["head"]))
         if shown["reference"].isna().all():
             shown = shown.drop(columns=["reference"])
-        print(
-            _common.markdown_table(shown, {"wilcoxon_p": ".2g", "pct_real_smaller": ".0f"}) + "\n"
-        )
-    _common.save_table(result.summary, args.out, "entities")
-    _common.save_table(result.pairs, args.out, "entity_pairs")
-    _common.save_figure(
-        plot_entities(result, f"two-word pairs — {model.cfg.variant_name}"), args.out, "entities"
-    )
-    return result
+        lines += [
+            f"## {cond} ({sub['n'].iloc[0]} pairs)\n",
+            _common.markdown_table(shown, {"wilcoxon_p": ".2g", "pct_real_smaller": ".0f"}) + "\n",
+        ]
+    return Result(
+        "\n".join(lines),
+        tables={"entities": result.summary, "entity_pairs": result.pairs},
+        figures={"entities": plot_entities(result, f"two-word pairs — {variant}")},
+        facts={"variant": variant, "n_layers": model.cfg.n_layers, "carriers": len(CARRIERS),
+               "conditions": {c: len(v) for c, v in conditions.items()}},
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> Result:
+    return _common.command_main("entities", argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ learned units, not ``q - k`` in bytes. This module gives
 
 Command::
 
-    python -m analyses.learned_axis_attention --model NAME_OR_DIR --text-file data/corpus/en.jsonl \
+    python -m analyses.learned_axis_attention [--model NAME_OR_DIR] [--text-file FILE ...] \
         --out out/learned_axis_attention
 """
 
@@ -28,69 +28,32 @@ from __future__ import annotations
 
 import argparse
 import html as html_lib
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from analyses._common import (
     SAMPLE_TEXTS,
     HookSpec,
+    Result,
     add_common_args,
     add_text_args,
+    command_main,
     head_axis,
     markdown_table,
-    model_from_args,
-    pad_batch,
     resolve_hooks,
-    save_png,
-    save_table,
-    text_windows_from_args,
-    use_agg,
+    text_windows,
 )
+from analyses.head_rates import look_back
 from lens_positions import HookedIncrementTransformer
-from lens_positions.atomic import write_text_atomic
 
 
 # ---------------------------------------------------------------------------------------- look-back
-# Hook functions of `look_back_distances`; ``ctx`` holds the batch's masks and the running sums.
-def _keep_position(pos: Tensor, hook, state: dict, n_heads: int, **ctx) -> None:
-    """Store this layer's positions as [b, pos, heads] (shared positions broadcast to every head)."""
-    state["position"] = head_axis(pos.detach().double()).expand(-1, -1, n_heads)
-
-
-def _sum_delta(delta: Tensor, hook, layer: int, sums: dict, real: Tensor, n_heads: int, **ctx) -> None:
-    """Add this layer's δ over real tokens to the per-head sums."""
-    d = head_axis(delta.detach().double()).expand(-1, -1, n_heads)
-    sums["delta"][layer] += (d * real[..., None]).sum((0, 1)).cpu()
-
-
-def _reduce_pattern(pattern: Tensor, hook, layer: int, state: dict, sums: dict, qmask: Tensor, **ctx) -> None:
-    """Reduce the pattern [b, h, q, k] to per-head look-back sums over the counted queries."""
-    pat = pattern.detach().double()
-    n = pat.shape[-1]
-    p = state["position"].permute(0, 2, 1)  # [b, h, pos]
-    dist = p[..., :, None] - p[..., None, :]  # p_q - p_k: [b, h, q, k]
-    qi = torch.arange(n, device=pat.device, dtype=torch.float64)
-    dbytes = qi[:, None] - qi[None, :]
-    causal = (dbytes >= 0).double()
-    w = qmask[:, None, :]  # [b, 1, q]
-    sums["learned"][layer] += ((pat * dist).sum(-1) * w).sum((0, 2)).cpu()
-    sums["bytes"][layer] += ((pat * dbytes).sum(-1) * w).sum((0, 2)).cpu()
-    # uniform causal attention over keys 0..q, the position-blind baseline
-    sums["u_learned"][layer] += (((causal * dist).sum(-1) / causal.sum(-1)) * w).sum((0, 2)).cpu()
-    sums["u_bytes"][layer] += (((causal * dbytes).sum(-1) / causal.sum(-1)) * w).sum((0, 2)).cpu()
-
-
-@torch.no_grad()
 def look_back_distances(
     model: HookedIncrementTransformer,
     windows: Sequence[Sequence[int]],
@@ -98,54 +61,11 @@ def look_back_distances(
     fwd_hooks: HookSpec = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Each head's mean look-back in learned units and in bytes, with baselines.
-
-    windows: token lists (separator first); padded batches are fine (pad positions are ignored).
-    Returns one row per (layer, head): lookback_learned, lookback_bytes, uniform_learned,
-    uniform_bytes (uniform causal attention), mean_delta (the head's mean δ over real tokens),
-    ratio = lookback_learned / (lookback_bytes * mean_delta), n_queries.
-    The pattern is reduced as it is produced, so no [batch, head, q, k] tensor is stored.
+    """Each head's mean look-back in learned units and in bytes, with baselines: the table of
+    `analyses.head_rates.look_back` (the one implementation, and its rule: queries and mean δ
+    leave the separator out) over token windows (separator first; padded batches are fine).
     """
-    cfg = model.cfg
-    L, H = cfg.n_layers, cfg.n_heads
-    sums = {k: torch.zeros(L, H, dtype=torch.float64) for k in ("learned", "bytes", "u_learned", "u_bytes", "delta")}
-    n_queries = 0
-    n_tokens = 0
-    batches = [list(range(i, min(len(windows), i + batch_size))) for i in range(0, len(windows), batch_size)]
-    for idx in tqdm(batches, desc="look-back", disable=not progress, leave=False):
-        tokens, lengths = pad_batch([windows[i] for i in idx], model.W_E.device)
-        n = tokens.shape[1]
-        real = (torch.arange(n)[None] < lengths[:, None]).to(tokens.device)  # [b, pos]
-        queries = real.clone()
-        queries[:, 0] = False  # the separator can only look at itself
-        state: dict[str, Tensor] = {}
-        ctx = {"state": state, "sums": sums, "real": real, "qmask": queries.double(), "n_heads": H}
-        hooks = resolve_hooks(fwd_hooks, tokens)
-        for layer in range(L):
-            hooks += [
-                (f"blocks.{layer}.hook_delta", partial(_sum_delta, layer=layer, **ctx)),
-                (f"blocks.{layer}.hook_position", partial(_keep_position, **ctx)),
-                (f"blocks.{layer}.attn.hook_pattern", partial(_reduce_pattern, layer=layer, **ctx)),
-            ]
-        with model.hooks(fwd_hooks=hooks):
-            model(tokens, return_type=None)
-        n_queries += int(queries.sum())
-        n_tokens += int(real.sum())
-    rows = []
-    for layer in range(L):
-        for h in range(H):
-            mean_delta = float(sums["delta"][layer, h]) / max(n_tokens, 1)
-            learned = float(sums["learned"][layer, h]) / max(n_queries, 1)
-            nbytes = float(sums["bytes"][layer, h]) / max(n_queries, 1)
-            rows.append({
-                "layer": layer, "head": h, "lookback_learned": learned, "lookback_bytes": nbytes,
-                "uniform_learned": float(sums["u_learned"][layer, h]) / max(n_queries, 1),
-                "uniform_bytes": float(sums["u_bytes"][layer, h]) / max(n_queries, 1),
-                "mean_delta": mean_delta,
-                "ratio": learned / (nbytes * mean_delta) if nbytes * mean_delta > 0 else float("nan"),
-                "n_queries": n_queries,
-            })
-    return pd.DataFrame(rows)
+    return look_back(model, windows, batch_size, fwd_hooks, progress)
 
 
 # ---------------------------------------------------------------------------------------- views
@@ -354,9 +274,9 @@ def plot_look_back(table: pd.DataFrame, title: str = ""):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for li, sel in table.groupby("layer"):
-        axes[0].scatter(sel.lookback_bytes * sel.mean_delta, sel.lookback_learned, s=18, label=f"L{li}")
-        axes[1].scatter(sel.uniform_learned, sel.lookback_learned, s=18, label=f"L{li}")
+    for li, sel in table.groupby("layer", sort=False):
+        axes[0].scatter(sel.lookback_bytes * sel.mean_delta, sel.lookback_learned, s=18, label=li)
+        axes[1].scatter(sel.uniform_learned, sel.lookback_learned, s=18, label=li)
     for ax in axes:
         lim = float(np.nanmax(table[["lookback_learned", "uniform_learned"]].to_numpy())) * 1.05 + 1e-9
         lim = max(lim, float(np.nanmax((table.lookback_bytes * table.mean_delta).to_numpy())) * 1.05)
@@ -376,8 +296,29 @@ def fit_text(text: str, max_bytes: int) -> str:
     return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+@dataclass
+class Params:
+    """Options of `run` (the command's flags of the same names)."""
+
+    text_file: list[str] | None = None  # None: the shipped held-out sample
+    max_docs: int | None = None
+    held_out: float | None = None
+    window_bytes: int | None = None
+    max_windows: int = 32
+    text: str = SAMPLE_TEXTS[0]
+    view_bytes: int = 120
+    query: int = -1
+    keys: int = 48
+    layers: list[int] | None = None
+    bins_per_token: float = 1.5
+    batch_size: int = 16
+    progress: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analyses.learned_axis_attention", description=__doc__.split("\n")[0]
+    )
     add_common_args(parser, "out/learned_axis_attention", batch_size=16, seed=True)
     add_text_args(parser, max_windows=32)
     parser.add_argument("--text", default=SAMPLE_TEXTS[0], help="text for the attention views and the query figure")
@@ -386,35 +327,46 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--keys", type=int, default=48, help="keys shown in the query figure (0: all)")
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="layers in the HTML views (default all)")
     parser.add_argument("--bins-per-token", type=float, default=1.5, help="learned-axis bins per mean δ")
-    args = parser.parse_args(argv)
-    use_agg()
-    model = model_from_args(args)
+    return parser
+
+
+def run(model: HookedIncrementTransformer, params: Params) -> Result:
+    """Look-back per head over byte windows (table look_back), the offline attention page
+    (attention.html) and two figures."""
+    p = params
     variant = model.cfg.variant_name
-    windows = text_windows_from_args(args, model, default_bytes=255)
-    table = look_back_distances(model, windows, args.batch_size, progress=not args.no_progress)
-    save_table(table, args.out, "look_back")
+    windows = text_windows(model, p.text_file, p.window_bytes, p.max_windows, p.max_docs, p.held_out)
+    table = look_back_distances(model, windows, p.batch_size, progress=p.progress)
     per_head = model.cfg.n_delta_outputs > 1
-    print(f"## Look-back per head ({variant}; {len(windows)} windows of {len(windows[0]) - 1} bytes)\n")
-    print("Mean over queries (separator excluded) of Σ_k pattern·(p_q − p_k) (`lookback_learned`) and "
-          "Σ_k pattern·(q − k) (`lookback_bytes`); `uniform_*` = uniform causal attention (position-blind "
-          "baseline); `ratio` = learned / (bytes × the head's mean δ), 1 if positions were bytes scaled"
-          + ("; per-head models: each head's own positions and δ" if per_head else "") + ".\n")
-    print(markdown_table(table.drop(columns="n_queries")))
-    layer_means = table.groupby("layer")[["lookback_learned", "lookback_bytes", "uniform_learned", "uniform_bytes", "mean_delta", "ratio"]].mean().reset_index()
-    print("\n### Per layer (mean over heads)\n")
-    print(markdown_table(layer_means))
-    text = fit_text(args.text, min(args.view_bytes, model.cfg.n_ctx - 1))
-    sections = attention_views(model, text, args.layers, args.bins_per_token)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    html_path = out / "attention.html"
-    write_text_atomic(html_path, attention_html(sections))
-    paths = [
-        html_path,
-        save_png(plot_query(model, text, args.query, title=f"One query: {variant}", keys=args.keys), out, "query_attention"),
-        save_png(plot_look_back(table, f"Look-back per head: {variant}"), out, "look_back"),
-    ]
-    print("\nwrote " + ", ".join(str(p) for p in paths) + f" and look_back.csv under {out}", file=sys.stderr)
+    layer_means = table.groupby("layer", sort=False)[["lookback_learned", "lookback_bytes", "uniform_learned", "uniform_bytes", "mean_delta", "ratio"]].mean().reset_index()
+    markdown = "\n".join([
+        f"## Look-back per head ({variant}; {len(windows)} windows of {len(windows[0]) - 1} bytes)\n",
+        "Mean over queries (separator excluded) of Σ_k pattern·(p_q − p_k) (`lookback_learned`) and "
+        "Σ_k pattern·(q − k) (`lookback_bytes`); `uniform_*` = uniform causal attention (position-blind "
+        "baseline); `ratio` = learned / (bytes × the head's mean δ), 1 if positions were bytes scaled"
+        + ("; per-head models: each head's own positions and δ" if per_head else "") + ".\n",
+        markdown_table(table.drop(columns="n_queries")),
+        "\n### Per layer (mean over heads)\n",
+        markdown_table(layer_means),
+    ])  # fmt: skip
+    text = fit_text(p.text, min(p.view_bytes, model.cfg.n_ctx - 1))
+    sections = attention_views(model, text, p.layers, p.bins_per_token)
+    return Result(
+        markdown,
+        tables={"look_back": table},
+        figures={
+            "query_attention": plot_query(model, text, p.query, title=f"One query: {variant}", keys=p.keys),
+            "look_back": plot_look_back(table, f"Look-back per head: {variant}"),
+        },
+        pages={"attention.html": attention_html(sections)},
+        facts={"variant": variant, "n_layers": model.cfg.n_layers, "windows": len(windows),
+               "window_bytes": len(windows[0]) - 1, "n_queries": int(table.n_queries.iloc[0]),
+               "view_layers": p.layers, "view_bytes": len(text.encode("utf-8"))},
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> Result:
+    return command_main("learned_axis_attention", argv)
 
 
 if __name__ == "__main__":

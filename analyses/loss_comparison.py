@@ -1,135 +1,45 @@
 """Final validation loss per variant, and training/validation curves, from run folders.
 
-    python -m analyses.loss_comparison --runs runs/compare/* --out figs/
+    python -m analyses.loss_comparison [--runs runs/compare/*] --out figs/
 
-Reads what `training.train` leaves in each run folder: ``final/card.json`` (the measured final
-validation loss) and ``metrics.jsonl`` (the curves). A run that has not finished yet is
-reported from its latest evaluation and marked ``finished = False``. Folders without a metrics
+Reads what `training.train` leaves in each run folder (`lens_positions.runs`): ``final/card.json``
+(the measured final validation loss) and ``metrics.jsonl`` (the curves); a model folder (the
+shipped models, the default ``--runs``) holds the same two files. A run that has not finished yet
+is reported from its latest evaluation and marked ``finished = False``. Folders without a metrics
 file (e.g. a summary file matched by the glob) are skipped with a warning.
 
 The table has one row per run: variant, steps, tokens seen, final val loss (nats/byte) and bits
-per byte, and their differences from the ``none`` (integer RoPE) run; negative means the
-variant predicts better. The reference's differences were 0.001-0.005 nats at 50k steps, so
-differences of that size between single short runs are noise-sized.
+per byte, their differences from the ``none`` (integer RoPE) run (negative means the variant
+predicts better) and, for runs whose corpus has an out-of-domain split, ``ood_loss`` and
+``ood_bpb``. The reference's differences were 0.001-0.005 nats at 50k steps, so differences of
+that size between single short runs are noise-sized.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
-import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analyses._common import markdown_table, save_figure, save_table
-from lens_positions.atomic import write_text_atomic
-
-#: Display order of variants (others follow alphabetically).
-VARIANT_ORDER = (
-    "none", "shared", "shared-per-head", "per-layer", "per-layer-per-head", "frozen", "frozen-per-head",
+from analyses._common import InputError, Result, command_main
+from lens_positions.checkpoints import list_models
+from lens_positions.runs import (
+    METRICS_FILE,
+    VARIANT_ORDER,
+    RunData,
+    compare_runs,
+    format_table,
+    load_run,
 )
-METRICS_FILE = "metrics.jsonl"
-CARD_FILE = Path("final") / "card.json"
-LN2 = 0.6931471805599453
 
-
-@dataclass
-class RunData:
-    """One run folder: its variant, card (None until finished) and metric records."""
-
-    path: Path
-    variant: str
-    card: dict[str, Any] | None
-    records: list[dict[str, Any]]
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    def of_kind(self, kind: str) -> pd.DataFrame:
-        rows = [r for r in self.records if r.get("kind") == kind]
-        return pd.DataFrame(rows)
-
-
-def load_run(run_dir: str | Path) -> RunData:
-    """Read a run folder (raises FileNotFoundError without ``metrics.jsonl``)."""
-    path = Path(run_dir)
-    metrics_path = path / METRICS_FILE
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"{path}: no {METRICS_FILE}; not a training run folder")
-    records = []
-    for line in metrics_path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a torn last line from a killed run
-            continue
-    card_path = path / CARD_FILE
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else None
-    variant = card["variant"] if card else next(
-        (r["variant"] for r in records if r.get("kind") == "event" and "variant" in r), path.name
-    )
-    return RunData(path, variant, card, records)
-
-
-def _variant_rank(variant: str) -> tuple[int, str]:
-    return (VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER), variant)
-
-
-def _final_row(run: RunData) -> dict[str, Any]:
-    if run.card is not None:
-        final = run.card["final"]
-        return {
-            "run": run.name, "variant": run.variant, "finished": True, "steps": run.card["steps"],
-            "tokens_seen": run.card["tokens_seen"], "val_loss": final["val_loss"],
-            "val_bpb": final["val_bpb"], "wall_time_min": run.card["wall_time_s"] / 60,
-        }
-    evals = [r for r in run.records if r.get("kind") in ("eval", "final")]
-    trains = [r for r in run.records if r.get("kind") == "train"]
-    last_eval = evals[-1] if evals else {}
-    return {
-        "run": run.name, "variant": run.variant, "finished": False,
-        "steps": last_eval.get("step", trains[-1]["step"] if trains else 0),
-        "tokens_seen": trains[-1]["tokens"] if trains else 0,
-        "val_loss": last_eval.get("val_loss", float("nan")),
-        "val_bpb": last_eval.get("val_bpb", float("nan")),
-        "wall_time_min": (trains[-1]["elapsed_s"] / 60) if trains else float("nan"),
-    }
-
-
-def compare_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
-    """One row per run: final val loss / bits per byte and the difference from ``none``.
-
-    Columns: run, variant, finished, steps, tokens_seen, val_loss, val_bpb, delta_loss_vs_none,
-    delta_bpb_vs_none, wall_time_min. With several ``none`` runs their mean is the reference;
-    without one the differences are NaN.
-    """
-    runs = [load_run(d) for d in run_dirs]
-    df = pd.DataFrame([_final_row(r) for r in runs])
-    if df.empty:
-        return df
-    reference = df.loc[df["variant"] == "none", "val_loss"]
-    ref_loss = reference.mean() if len(reference) else float("nan")
-    df["delta_loss_vs_none"] = df["val_loss"] - ref_loss
-    df["delta_bpb_vs_none"] = df["delta_loss_vs_none"] / LN2
-    df = df[[
-        "run", "variant", "finished", "steps", "tokens_seen", "val_loss", "val_bpb",
-        "delta_loss_vs_none", "delta_bpb_vs_none", "wall_time_min",
-    ]]
-    order = sorted(range(len(df)), key=lambda i: (_variant_rank(df["variant"].iloc[i]), df["run"].iloc[i]))
-    return df.iloc[order].reset_index(drop=True)
-
-
-def format_table(df: pd.DataFrame) -> str:
-    """The comparison as a Markdown table."""
-    return markdown_table(df, formats={
-        "val_loss": ".4f", "val_bpb": ".4f", "delta_loss_vs_none": "+.4f",
-        "delta_bpb_vs_none": "+.4f", "wall_time_min": ".1f", "tokens_seen": lambda v: f"{int(v):,}",
-    })
-
+#: This module runs on run folders, not on a model (`analyses._common.invoke` passes None).
+NEEDS_MODEL = False
 
 def curves(run_dirs: list[str | Path]) -> pd.DataFrame:
     """Long table of every run's curves: run, variant, split (train/val), step, tokens, loss."""
@@ -156,9 +66,6 @@ def curves(run_dirs: list[str | Path]) -> pd.DataFrame:
 
 def plot_curves(data: pd.DataFrame, smooth: int = 10) -> Any:
     """Figure: training loss (rolling mean over ``smooth`` records) and validation loss by step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=False)
@@ -203,28 +110,55 @@ def expand_runs(patterns: list[str]) -> list[Path]:
     return runs
 
 
-def main(argv: list[str] | None = None) -> int:
+def shipped_runs() -> list[str]:
+    """The shipped models' folders (each keeps its training run's card and metrics)."""
+    return [str(path) for path in list_models().values()]
+
+
+@dataclass
+class Params:
+    """Options of `run` (the command's flags of the same names)."""
+
+    runs: list[str] | None = None  # None: the shipped models
+    smooth: int = 10
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analyses.loss_comparison", description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", nargs="+", required=True, help="run folders (globs allowed)")
+    parser.add_argument(
+        "--runs", nargs="+", default=None,
+        help="run or model folders (globs allowed; default: the shipped models)",
+    )  # fmt: skip
     parser.add_argument("--out", default="figs", help="folder for the table and figure")
     parser.add_argument("--smooth", type=int, default=10, help="training-loss rolling window (records)")
-    args = parser.parse_args(argv)
-    runs = expand_runs(args.runs)
+    return parser
+
+
+def run(model: None, params: Params) -> Result:
+    """The comparison table (loss_comparison, also as loss_comparison.md) and the loss curves."""
+    runs = expand_runs(params.runs if params.runs is not None else shipped_runs())
     if not runs:
-        print("error: no run folders found", file=sys.stderr)
-        return 2
+        raise InputError("no run folders found")
     table = compare_runs(runs)
     text = format_table(table)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "loss_comparison.md", text + "\n")
-    save_table(table, out, "loss_comparison")
-    fig = plot_curves(curves(runs), smooth=args.smooth)
-    paths = save_figure(fig, out, "loss_curves", formats=("png",))
-    print(f"wrote {out / 'loss_comparison.md'}, {out / 'loss_comparison.csv'}, {paths[0]}", file=sys.stderr)
-    return 0
+    return Result(
+        text,
+        tables={"loss_comparison": table},
+        figures={"loss_curves": plot_curves(curves(runs), smooth=params.smooth)},
+        pages={"loss_comparison.md": text + "\n"},
+        facts={"runs": [str(r) for r in runs], "ood": "ood_loss" in table.columns},
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> Result:
+    return command_main("loss_comparison", argv)
+
+
+__all__ = [
+    "METRICS_FILE", "VARIANT_ORDER", "Params", "RunData", "build_parser", "compare_runs", "curves",
+    "expand_runs", "format_table", "load_run", "main", "plot_curves", "run", "shipped_runs",
+]  # fmt: skip
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

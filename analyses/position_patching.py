@@ -17,7 +17,7 @@ intervention the later layers run on the changed residual stream, so per-layer m
 their later δ from it: the effects are total effects. ``integer`` is an exact no-op for integer
 RoPE, and so is every intervention when δ is 1 everywhere (checked by the tests).
 
-Part 2, entity patching (REFERENCE §3.4's prompts): real two-word entities ("New York") against the
+Part 2, entity patching (the prompts of §3.4 of the learned-increments post): real two-word entities ("New York") against the
 same words reversed ("York New"), which have the same byte length, in the post's carriers, followed
 by a continuation (default "."). Metric: log-prob of the continuation bytes. We patch clean (real
 order) ``delta`` or ``position`` activations into the reversed run with
@@ -30,18 +30,17 @@ effect is reported as a check (``prefix_max_abs``, must be 0).
 
 Command::
 
-    python -m analyses.position_patching --model NAME_OR_DIR --text-file data/corpus/en.jsonl \
+    python -m analyses.position_patching [--model NAME_OR_DIR] [--text-file FILE ...] \
         --out out/position_patching
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -57,37 +56,19 @@ from transformer_lens import utilities as tl_utils
 from analyses._common import (
     Hook,
     HookSpec,
+    Result,
     add_common_args,
     add_text_args,
+    command_main,
     markdown_table,
-    model_from_args,
     resolve_hooks,
-    save_png,
-    save_table,
-    text_windows_from_args,
-    use_agg,
+    text_windows,
 )
+from analyses.entities import CARRIERS, PATCHING_ENTITIES
 from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
 
 INTERVENTIONS = ("integer", "mean_delta", "other_prompt", "shuffled_delta")
 ALL_LAYERS = "all"
-
-#: Two-word entities (written for this project; the post used 79 such pairs).
-ENTITIES: tuple[tuple[str, str], ...] = (
-    ("New", "York"), ("Hong", "Kong"), ("Cold", "War"), ("Marie", "Curie"), ("Pacific", "Ocean"),
-    ("Los", "Angeles"), ("San", "Francisco"), ("United", "Kingdom"), ("Middle", "East"),
-    ("Prime", "Minister"), ("Red", "Cross"), ("Silicon", "Valley"), ("Wall", "Street"),
-    ("Mount", "Everest"), ("Nobel", "Prize"), ("Albert", "Einstein"), ("Isaac", "Newton"),
-    ("Great", "Wall"), ("Black", "Sea"), ("North", "Pole"), ("South", "Africa"),
-    ("Buenos", "Aires"), ("Sri", "Lanka"), ("Costa", "Rica"), ("Puerto", "Rico"),
-    ("Saudi", "Arabia"), ("New", "Zealand"), ("Las", "Vegas"), ("Abraham", "Lincoln"),
-    ("Charles", "Darwin"), ("World", "Bank"), ("Stone", "Age"), ("Dead", "Sea"),
-    ("Star", "Wars"), ("Harry", "Potter"), ("Big", "Ben"),
-    ("Grand", "Canyon"), ("Easter", "Island"), ("Lake", "Geneva"), ("Eiffel", "Tower"),
-)
-
-#: The post's carriers ({a} {b} is the entity).
-CARRIERS: tuple[str, ...] = ("{a} {b}", "the {a} {b}", "I visited {a} {b}", "near {a} {b}", "they went to {a} {b}")
 
 
 # ---------------------------------------------------------------------------------------- hooks
@@ -206,16 +187,11 @@ def position_interventions(
     pos_names = [tl_utils.get_act_name("position", li) for li in range(n_layers)]
 
     def run(batch_tokens: Tensor, hooks: list[Hook], capture: Sequence[str]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        captured: dict[str, Tensor] = {}
-
-        def keep(act: Tensor, hook) -> None:
-            captured[hook.name] = act.detach().float().cpu()
-
-        all_hooks = resolve_hooks(fwd_hooks, batch_tokens) + hooks + [(n, keep) for n in capture]
-        with model.hooks(fwd_hooks=all_hooks):
-            logits = model(batch_tokens)
+        # the user's hooks, then the intervention's; run_with_cache records after both
+        with model.hooks(fwd_hooks=resolve_hooks(fwd_hooks, batch_tokens) + hooks):
+            logits, cache = model.run_with_cache(batch_tokens, names_filter=list(capture))
         loss, logit = _next_byte_scores(logits, batch_tokens)
-        return loss.cpu(), logit.cpu(), captured
+        return loss.cpu(), logit.cpu(), {n: cache[n].float().cpu() for n in capture}
 
     # clean runs: losses, logits, every layer's δ (for other_prompt) and positions
     clean_loss = torch.zeros(N, tokens.shape[1] - 1)
@@ -286,7 +262,7 @@ class EntityPrompt:
 
 
 def entity_prompts(
-    entities: Sequence[tuple[str, str]] = ENTITIES, carriers: Sequence[str] = CARRIERS, continuation: str = "."
+    entities: Sequence[tuple[str, str]] = PATCHING_ENTITIES, carriers: Sequence[str] = CARRIERS, continuation: str = "."
 ) -> list[EntityPrompt]:
     """Every (carrier, entity) prompt pair, real order and reversed, with the continuation."""
     out = []
@@ -528,8 +504,30 @@ def plot_entity_patching(result: EntityPatchResult, title: str = ""):
 
 
 # ---------------------------------------------------------------------------------------- command
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+@dataclass
+class Params:
+    """Options of `run` (the command's flags of the same names)."""
+
+    text_file: list[str] | None = None  # None: the shipped held-out sample
+    max_docs: int | None = None
+    held_out: float | None = None
+    window_bytes: int | None = None
+    max_windows: int = 64
+    interventions: list[str] = field(default_factory=lambda: list(INTERVENTIONS))
+    continuation: str = "."
+    max_entities: int | None = None
+    carriers: int = len(CARRIERS)
+    no_per_position: bool = False
+    no_entities: bool = False
+    seed: int = 0
+    batch_size: int = 16
+    progress: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analyses.position_patching", description=__doc__.split("\n")[0]
+    )
     add_common_args(parser, "out/position_patching", batch_size=16, seed=True)
     add_text_args(parser, max_windows=64)
     parser.add_argument("--interventions", nargs="+", default=list(INTERVENTIONS), choices=INTERVENTIONS)
@@ -538,41 +536,59 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--carriers", type=int, default=len(CARRIERS), help="use only the first N carriers")
     parser.add_argument("--no-per-position", action="store_true", help="skip the per-position entity patches")
     parser.add_argument("--no-entities", action="store_true", help="skip part 2")
-    args = parser.parse_args(argv)
-    use_agg()
-    model = model_from_args(args)
+    return parser
+
+
+def run(model: HookedIncrementTransformer, params: Params) -> Result:
+    """Part 1 (tables interventions, interventions_per_window) and part 2 (entity_patching and its
+    per-prompt and per-position tables), with a figure each."""
+    p = params
     variant = model.cfg.variant_name
-    windows = text_windows_from_args(args, model, default_bytes=255)
+    windows = text_windows(model, p.text_file, p.window_bytes, p.max_windows, p.max_docs, p.held_out)
     result = position_interventions(
-        model, windows, args.interventions, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress
+        model, windows, p.interventions, batch_size=p.batch_size, seed=p.seed, progress=p.progress
     )
-    save_table(result.table, args.out, "interventions")
-    save_table(result.per_window, args.out, "interventions_per_window")
     per_head = " (per-head: |Δposition| is averaged over heads)" if model.cfg.n_delta_outputs > 1 else ""
-    print(f"## Position interventions ({variant}; {len(windows)} windows of {len(windows[0]) - 1} bytes; "
-          f"clean loss {result.clean_loss:.4f} nats/byte)\n")
-    print("Change (intervened − clean) per window, averaged (d_logprob of the correct byte = −d_loss). "
-          "`shuffled_delta` is the control (same δ values, wrong tokens)" + per_head + ".\n")
-    print(markdown_table(result.table, formats={"d_loss": ".4f", "d_loss_se": ".4f", "d_logprob": ".4f", "d_logit": ".4f"}))
-    paths = [save_png(plot_interventions(result, f"Position interventions: {variant} (clean loss {result.clean_loss:.3f})"), args.out, "interventions")]
-    if not args.no_entities:
-        entities = ENTITIES[: args.max_entities] if args.max_entities else ENTITIES
-        prompts = entity_prompts(entities, CARRIERS[: args.carriers], args.continuation)
-        ent = entity_patching(model, prompts, args.continuation, per_position=not args.no_per_position,
-                              progress=not args.no_progress)
+    lines = [
+        f"## Position interventions ({variant}; {len(windows)} windows of {len(windows[0]) - 1} bytes; "
+        f"clean loss {result.clean_loss:.4f} nats/byte)\n",
+        "Change (intervened − clean) per window, averaged (d_logprob of the correct byte = −d_loss). "
+        "`shuffled_delta` is the control (same δ values, wrong tokens)" + per_head + ".\n",
+        markdown_table(result.table, formats={"d_loss": ".4f", "d_loss_se": ".4f", "d_logprob": ".4f", "d_logit": ".4f"}),
+    ]  # fmt: skip
+    out = Result(
+        "",
+        tables={"interventions": result.table, "interventions_per_window": result.per_window},
+        figures={"interventions": plot_interventions(result, f"Position interventions: {variant} (clean loss {result.clean_loss:.3f})")},
+        facts={"variant": variant, "n_layers": model.cfg.n_layers, "windows": len(windows),
+               "window_bytes": len(windows[0]) - 1, "clean_loss": result.clean_loss},
+    )  # fmt: skip
+    if not p.no_entities:
+        entities = PATCHING_ENTITIES[: p.max_entities] if p.max_entities else PATCHING_ENTITIES
+        prompts = entity_prompts(entities, CARRIERS[: p.carriers], p.continuation)
+        ent = entity_patching(model, prompts, p.continuation, per_position=not p.no_per_position, progress=p.progress)
         summary = ent.summary()
-        save_table(ent.per_prompt, args.out, "entity_patching_per_prompt")
-        save_table(ent.per_position, args.out, "entity_patching_per_position")
-        save_table(summary, args.out, "entity_patching")
-        print(f"\n## Entity patching: real-order → reversed ({len(prompts)} prompts, continuation {args.continuation!r})\n")
-        print("Metric: log-prob of the continuation in the reversed prompt. `whole_layer` = patched − reversed "
-              "when the layer's whole activation comes from the real-order prompt; `control_unrelated` = the same "
-              "from another real entity of equal length; `toward_clean` = share of prompts where the patch moves "
-              "the metric toward the real-order value; `prefix_max_abs` = effect of patching the byte before the "
-              "entity, which must be 0 (causality check).\n")
-        print(markdown_table(summary, formats={"prefix_max_abs": ".1e"}))
-        paths.append(save_png(plot_entity_patching(ent, f"Entity patching: {variant}"), args.out, "entity_patching"))
-    print("\nwrote " + ", ".join(str(p) for p in paths) + f" and CSV tables under {args.out}", file=sys.stderr)
+        out.tables.update({
+            "entity_patching_per_prompt": ent.per_prompt, "entity_patching_per_position": ent.per_position,
+            "entity_patching": summary,
+        })  # fmt: skip
+        out.figures["entity_patching"] = plot_entity_patching(ent, f"Entity patching: {variant}")
+        out.facts.update({"entities": len(entities), "carriers": min(p.carriers, len(CARRIERS)), "prompts": len(prompts)})
+        lines += [
+            f"\n## Entity patching: real-order → reversed ({len(prompts)} prompts, continuation {p.continuation!r})\n",
+            "Metric: log-prob of the continuation in the reversed prompt. `whole_layer` = patched − reversed "
+            "when the layer's whole activation comes from the real-order prompt; `control_unrelated` = the same "
+            "from another real entity of equal length; `toward_clean` = share of prompts where the patch moves "
+            "the metric toward the real-order value; `prefix_max_abs` = effect of patching the byte before the "
+            "entity, which must be 0 (causality check).\n",
+            markdown_table(summary, formats={"prefix_max_abs": ".1e"}),
+        ]  # fmt: skip
+    out.markdown = "\n".join(lines)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> Result:
+    return command_main("position_patching", argv)
 
 
 if __name__ == "__main__":

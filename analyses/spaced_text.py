@@ -1,31 +1,38 @@
-"""Spaced-text plots (REFERENCE §3.2): characters drawn at their learned cumulative positions.
+"""Spaced-text plots (§3.2 of the learned-increments post): characters drawn at their learned cumulative positions.
 
 A character's increment is the sum of its bytes' δ; one row per layer for per-layer models (one
 row otherwise); rows scaled by their own mean increment (``--scale row``), all on one scale
 (``--scale shared``), or both (default). Writes ``spaced_text_{row,shared}.{png,svg}`` and an
-interactive ``spaced_text.html`` (hover: bytes, δ, position), and prints a table of each row's
-mean increments and its largest gaps. Drawing lives in `lens_positions.plots`.
+interactive ``spaced_text.html`` (hover: bytes, δ, position), and prints (and writes as
+``spaced_text_gaps.csv``) a table of each row's mean increments and its largest gaps. Drawing lives in `lens_positions.plots`.
 
 Per-head models: δ averaged over heads unless ``--head H``.
 
 Command::
 
-    python -m analyses.spaced_text --model per-layer --out out/spaced_text
-    python -m analyses.spaced_text --model per-layer --text "New York is big." --scale row
+    python -m analyses.spaced_text --out out/spaced_text
+    python -m analyses.spaced_text --model bilingual-per-layer --text "New York is big." --scale row
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from analyses import _common
-from analyses._common import HookSpec
+from analyses._common import HookSpec, Result
 from lens_positions import HookedIncrementTransformer
-from lens_positions.plots import DEFAULT_SENTENCES, SpacedText, save_spaced_text, spaced_text_data
+from lens_positions.plots import (
+    DEFAULT_SENTENCES,
+    SpacedText,
+    plot_spaced_text,
+    spaced_text_data,
+    spaced_text_html,
+)
 
 
 def spaced_texts(
@@ -68,17 +75,30 @@ def _show(ch: str) -> str:
     return {" ": "␣", "\n": "↵"}.get(ch, ch)
 
 
-def main(argv: Sequence[str] | None = None) -> list[SpacedText]:
+@dataclass
+class Params:
+    """Options of `run` (the command's flags of the same names)."""
+
+    text: list[str] | None = None
+    text_file: list[str] = field(default_factory=list)
+    max_docs: int = 4
+    max_chars: int = 120
+    scale: str = "both"
+    head: int | None = None
+    show_bytes: bool = False
+    top: int = 5
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+        prog="python -m analyses.spaced_text", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     _common.add_common_args(parser, "out/spaced_text")
     parser.add_argument(
-        "--text",
-        action="append",
-        default=None,
+        "--text", action="append", default=None,
         help="a text to draw (repeatable; default: the two example sentences)",
-    )
+    )  # fmt: skip
     parser.add_argument(
         "--text-file", nargs="*", default=[], help="draw the start of each document of these files"
     )
@@ -90,33 +110,46 @@ def main(argv: Sequence[str] | None = None) -> list[SpacedText]:
     )
     parser.add_argument("--scale", choices=["row", "shared", "both"], default="both")
     parser.add_argument(
-        "--head",
-        type=int,
-        default=None,
+        "--head", type=int, default=None,
         help="per-head models: draw this head (default: mean over heads)",
-    )
+    )  # fmt: skip
     parser.add_argument(
         "--show-bytes", action="store_true", help="tick every byte's position under each row"
     )
-    args = parser.parse_args(argv)
-    model = _common.model_from_args(args)
-    texts = list(args.text or [])
-    if args.text_file:
-        docs = _common.read_texts(args.text_file, max_docs=args.max_docs)
-        texts += [d[: args.max_chars].strip() or d[: args.max_chars] for d in docs]
+    parser.add_argument("--top", type=int, default=5, help="largest gaps listed per row (default 5)")
+    return parser
+
+
+def run(model: HookedIncrementTransformer, params: Params) -> Result:
+    """The texts at their learned positions: figures spaced_text_{row,shared}, the hover page
+    spaced_text.html and the table spaced_text_gaps (`gap_table`)."""
+    p = params
+    texts = list(p.text or [])
+    if p.text_file:
+        docs = _common.read_texts(p.text_file, max_docs=p.max_docs)
+        texts += [d[: p.max_chars].strip() or d[: p.max_chars] for d in docs]
     texts = texts or list(DEFAULT_SENTENCES)
-    data = spaced_texts(model, texts, head=args.head)
-    scales = ("row", "shared") if args.scale == "both" else (args.scale,)
+    data = spaced_texts(model, texts, head=p.head)
+    scales = ("row", "shared") if p.scale == "both" else (p.scale,)
     title = model.cfg.variant_name
-    paths = save_spaced_text(data, args.out, scales=scales, title=title, show_bytes=args.show_bytes)
     note = f" ({data[0].head_note})" if data[0].head_note else ""
-    print(f"# Spaced text — {title}{note}\n")
-    for k, t in enumerate(texts):
-        print(f"- text {k}: {t}")
-    print()
-    print(_common.markdown_table(gap_table(data)) + "\n")
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return data
+    gaps = gap_table(data, top=p.top)
+    lines = [f"# Spaced text — {title}{note}\n", *(f"- text {k}: {t}" for k, t in enumerate(texts))]
+    lines += ["", _common.markdown_table(gaps)]
+    return Result(
+        "\n".join(lines),
+        tables={"spaced_text_gaps": gaps},
+        figures={
+            f"spaced_text_{scale}": plot_spaced_text(data, scale=scale, title=title, show_bytes=p.show_bytes)
+            for scale in scales
+        },
+        pages={"spaced_text.html": spaced_text_html(data, title=title, scale=scales[0])},
+        facts={"variant": title, "n_layers": model.cfg.n_layers, "texts": texts},
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> Result:
+    return _common.command_main("spaced_text", argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Word boundaries in δ: Chinese against jieba (REFERENCE §3.3), and English word starts.
+"""Word boundaries in δ: Chinese against jieba (§3.3 of the learned-increments post), and English word starts.
 
 Chinese protocol (as published):
 
@@ -31,8 +31,8 @@ Models whose δ is the same in every layer report one ``shared`` (or ``none``) r
 
 Command::
 
-    python -m analyses.word_boundaries --model per-layer --text-file data/corpus/zh.jsonl \\
-        --en-file data/corpus/en.jsonl --max-gaps 40000 --out out/word_boundaries
+    python -m analyses.word_boundaries [--model NAME_OR_DIR] [--text-file ZH_FILE ...] \\
+        [--en-file EN_FILE ...] [--max-gaps 40000] --out out/word_boundaries
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from analyses import _common
 from analyses._common import (
     HookSpec,
+    Result,
     char_windows,
     delta_rows,
     head_axis,
@@ -60,6 +61,7 @@ from analyses._common import (
     window_limit,
 )
 from lens_positions import HookedIncrementTransformer
+from lens_positions.samples import sample_file
 
 #: Published Chinese AUCs (§3.3): the 6-layer per-layer model, and the shared model.
 PUBLISHED_ZH_PER_LAYER = {"L0": 0.50, "L1": 0.54, "L2": 0.68, "L3": 0.37, "L4": 0.63, "L5": 0.47}
@@ -369,16 +371,37 @@ def plot_auc(table: pd.DataFrame, title: str = ""):
     return fig
 
 
-def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
+@dataclass
+class Params:
+    """Options of `run` (the command's flags of the same names). With neither ``text_file`` nor
+    ``en_file`` the shipped held-out sample is read (both languages)."""
+
+    text_file: list[str] | None = None
+    en_file: list[str] | None = None
+    source: str | None = None
+    en_source: str | None = None
+    max_docs: int | None = None
+    max_gaps: int | None = None
+    max_tokens: int | None = None
+    n_boot: int = 1000
+    seed: int = 0
+    batch_size: int = 8
+    progress: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+        prog="python -m analyses.word_boundaries", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     _common.add_common_args(parser, "out/word_boundaries")
     parser.add_argument(
-        "--text-file", nargs="*", default=[], help="held-out Chinese text (plain or .jsonl)"
-    )
+        "--text-file", nargs="*", default=None,
+        help="held-out Chinese text (plain or .jsonl; default, with no --en-file either: the "
+        "shipped held-out sample)",
+    )  # fmt: skip
     parser.add_argument(
-        "--en-file", nargs="*", default=[], help="English text for the English protocol"
+        "--en-file", nargs="*", default=None, help="English text for the English protocol"
     )
     parser.add_argument(
         "--source", default=None, help='keep only .jsonl rows with this "source" (Chinese files)'
@@ -395,53 +418,47 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         "--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)"
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    args = parser.parse_args(argv)
-    if not args.text_file and not args.en_file:
-        parser.error("give --text-file (Chinese) and/or --en-file (English)")
-    model = _common.model_from_args(args)
-    zh = _common.read_texts(args.text_file, args.source, args.max_docs) if args.text_file else None
-    en = _common.read_texts(args.en_file, args.en_source, args.max_docs) if args.en_file else None
+    return parser
+
+
+def run(model: HookedIncrementTransformer, params: Params) -> Result:
+    """`word_boundary_table` (table word_boundaries) and the AUC figure."""
+    p = params
+    zh_files, en_files = p.text_file, p.en_file
+    if zh_files is None and en_files is None:
+        zh_files, en_files = [str(sample_file("zh"))], [str(sample_file("en"))]
+    if not zh_files and not en_files:
+        raise _common.InputError("give --text-file (Chinese) and/or --en-file (English)")
+    zh = _common.read_texts(zh_files, p.source, p.max_docs) if zh_files else None
+    en = _common.read_texts(en_files, p.en_source, p.max_docs) if en_files else None
     table = word_boundary_table(
-        model,
-        zh,
-        en,
-        max_tokens=args.max_tokens,
-        max_gaps=args.max_gaps,
-        n_boot=args.n_boot,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-    )
-    print(f"# Word boundaries — {model.cfg.variant_name}\n")
+        model, zh, en, max_tokens=p.max_tokens, max_gaps=p.max_gaps, n_boot=p.n_boot,
+        seed=p.seed, batch_size=p.batch_size, progress=p.progress,
+    )  # fmt: skip
+    variant = model.cfg.variant_name
+    lines = [f"# Word boundaries — {variant}\n"]
     for task, sub in table.groupby("task", sort=False):
         first = sub.iloc[0]
-        what = (
-            "Chinese gaps vs jieba"
-            if task == "zh"
-            else "English word starts vs within-word letters"
-        )
-        print(
+        what = "Chinese gaps vs jieba" if task == "zh" else "English word starts vs within-word letters"
+        lines.append(
             f"## {what}: {first['n_gaps']} scored, {first['n_boundaries']} boundaries "
             f"(base rate {first['base_rate']:.3f})\n"
         )
-        cols = [
-            "layer",
-            "head",
-            "auc",
-            "ci_low",
-            "ci_high",
-            "mean_boundary",
-            "mean_within",
-            "reference",
-        ]
+        cols = ["layer", "head", "auc", "ci_low", "ci_high", "mean_boundary", "mean_within", "reference"]
         if not model.cfg.per_head:
             cols.remove("head")
-        print(_common.markdown_table(sub[cols], {"reference": ".2f"}) + "\n")
-    _common.save_table(table, args.out, "word_boundaries")
-    _common.save_figure(
-        plot_auc(table, f"word boundaries — {model.cfg.variant_name}"), args.out, "word_boundaries"
-    )
-    return table
+        lines.append(_common.markdown_table(sub[cols], {"reference": ".2f"}) + "\n")
+    return Result(
+        "\n".join(lines),
+        tables={"word_boundaries": table},
+        figures={"word_boundaries": plot_auc(table, f"word boundaries — {variant}")},
+        facts={"variant": variant, "n_layers": model.cfg.n_layers,
+               "window_tokens": window_limit(model, p.max_tokens)},
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> Result:
+    return _common.command_main("word_boundaries", argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Word-index probes on byte models: does the model know which word of a list a byte belongs to?
 
-The protocol of the "emergent positional embeddings" post (REFERENCE.md §4), adapted to bytes:
+The protocol of the "emergent positional embeddings" post (its §4), adapted to bytes:
 a fixed prefix, then N random lowercase words (" w1 w2 ... wN", lengths drawn uniformly from the
 available word lengths, words from train/test pools split per length so test words are unseen).
 At the last byte of each word we read
@@ -31,14 +31,13 @@ Controls and balanced evaluation:
 
 Command::
 
-    python -m analyses.word_index_probes --model NAME_OR_DIR --out out/word_index_probes
+    python -m analyses.word_index_probes [--model NAME_OR_DIR] --out out/word_index_probes
 """
 
 from __future__ import annotations
 
 import argparse
 import string
-import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -54,20 +53,16 @@ from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
-from torch import Tensor
 from tqdm.auto import tqdm
 
 from analyses._common import (
     HookSpec,
+    Result,
     add_common_args,
+    command_main,
     head_axis,
     markdown_table,
-    model_from_args,
-    pad_batch,
-    resolve_hooks,
-    save_png,
-    save_table,
-    use_agg,
+    run_batches,
 )
 from analyses._wordlist import WORDS
 from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
@@ -207,26 +202,18 @@ def collect_features(
     by_prompt: dict[int, list[int]] = defaultdict(list)
     for j, i in enumerate(prompts.prompt):
         by_prompt[int(i)].append(j)
-    n = len(prompts.tokens)
     order: list[int] = []
-    for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
-        rows = list(range(start, min(n, start + batch_size)))
-        tokens, _ = pad_batch([prompts.tokens[i] for i in rows], model.W_E.device)
+    batches = run_batches(
+        model, prompts.tokens, list(names), batch_size, fwd_hooks, progress=progress, desc=desc
+    )
+    for rows, _, captured in batches:
         # example j of batch row r sits at token prompts.pos[j]
         ex = [j for i in rows for j in by_prompt[i]]
         row_of = torch.tensor([r for r, i in enumerate(rows) for _ in by_prompt[i]])
         pos_of = torch.as_tensor(prompts.pos[ex])
         order.extend(ex)
-        captured: dict[str, Tensor] = {}
-
-        def keep(act: Tensor, hook, store: dict[str, Tensor] = captured) -> None:
-            store[hook.name] = act.detach()
-
-        hooks = resolve_hooks(fwd_hooks, tokens) + [(name, keep) for name in names]
-        with model.hooks(fwd_hooks=hooks):
-            model(tokens, return_type=None)
         for name, key in names.items():
-            act = captured[name][row_of, pos_of].float().cpu()
+            act = captured[name][row_of, pos_of]
             if key[0] == "positions":
                 act = head_axis(act.unsqueeze(0))[0]  # [n, n_out]
             out[key].append(act.numpy())
@@ -506,8 +493,27 @@ def plot_f1(result: WordIndexResult, title: str = ""):
 
 
 # ---------------------------------------------------------------------------------------- command
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+@dataclass
+class Params:
+    """Options of `run` (the command's flags of the same names)."""
+
+    n_words: int = 7
+    n_train: int = 1500
+    n_test: int = 500
+    prefix: str = DEFAULT_PREFIX
+    min_len: int = 2
+    max_len: int = 10
+    C: float = 1.0
+    no_controls: bool = False
+    seed: int = 0
+    batch_size: int = 16
+    progress: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analyses.word_index_probes", description=__doc__.split("\n")[0]
+    )
     add_common_args(parser, "out/word_index_probes", batch_size=16, seed=True)
     parser.add_argument("--n-words", type=int, default=7, help="words per prompt (default 7)")
     parser.add_argument("--n-train", type=int, default=1500, help="training prompts (default 1500)")
@@ -517,44 +523,59 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-len", type=int, default=10, help="longest word (bytes)")
     parser.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the probes")
     parser.add_argument("--no-controls", action="store_true", help="skip random letters and shuffled labels")
-    args = parser.parse_args(argv)
-    use_agg()
-    model = model_from_args(args)
+    return parser
+
+
+def run(model: HookedIncrementTransformer, params: Params) -> Result:
+    """The probes, their tables (accuracy, f1, summary) and figures, and the printed report."""
+    p = params
     result = word_index_probes(
-        model, n_words=args.n_words, n_train=args.n_train, n_test=args.n_test, prefix=args.prefix,
-        min_len=args.min_len, max_len=args.max_len, controls=not args.no_controls, C=args.C,
-        seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
-    )
+        model, n_words=p.n_words, n_train=p.n_train, n_test=p.n_test, prefix=p.prefix,
+        min_len=p.min_len, max_len=p.max_len, controls=not p.no_controls, C=p.C,
+        seed=p.seed, batch_size=p.batch_size, progress=p.progress,
+    )  # fmt: skip
     summary = result.summary()
-    save_table(result.accuracy, args.out, "accuracy")
-    save_table(result.f1, args.out, "f1")
-    save_table(summary, args.out, "summary")
     variant = model.cfg.variant_name
-    print(f"## Word-index probes ({variant}, {args.n_words} words, {args.n_train} train / {args.n_test} test prompts)\n")
-    print("Accuracy at the last byte of each word (test words unseen in training). `learned` = "
-          "logistic regression on the block's cumulative position alone"
-          + (" (head mean; `learned heads` = all heads)" if result.per_head else "")
-          + "; `abs` = on the absolute byte position alone (`abs lookup`: the most frequent index at each "
-          "position, the best position-only guess). `balanced` = test examples balanced "
-          f"for absolute position (n = {int(result.info['words balanced n'])}).\n")
+    lines = [
+        f"## Word-index probes ({variant}, {p.n_words} words, {p.n_train} train / {p.n_test} test prompts)\n",
+        "Accuracy at the last byte of each word (test words unseen in training). `learned` = "
+        "logistic regression on the block's cumulative position alone"
+        + (" (head mean; `learned heads` = all heads)" if result.per_head else "")
+        + "; `abs` = on the absolute byte position alone (`abs lookup`: the most frequent index at each "
+        "position, the best position-only guess). `balanced` = test examples balanced "
+        f"for absolute position (n = {int(result.info['words balanced n'])}).\n",
+    ]
     controls = [c for c in summary.columns if c.startswith(("random letters", "shuffled"))]
-    print(markdown_table(summary.drop(columns=controls)))
+    lines.append(markdown_table(summary.drop(columns=controls)))
     if controls:
-        print("\n### Controls (test set): random lowercase strings of the same lengths; probe trained on "
-              "shuffled labels (chance = 1 / n_words on average; one draw)\n")
-        print(markdown_table(summary[["layer", "stage", *controls, "chance test"]]))
+        lines += [
+            "\n### Controls (test set): random lowercase strings of the same lengths; probe trained on "
+            "shuffled labels (chance = 1 / n_words on average; one draw)\n",
+            markdown_table(summary[["layer", "stage", *controls, "chance test"]]),
+        ]
     f1 = result.f1[(result.f1.dataset == "words") & (result.f1.predictor == "residual")]
     table = f1.pivot(index="index", columns="layer", values="f1")
     table.columns = [stage_name(int(c), model.cfg.n_layers) for c in table.columns]
     absf = result.f1[(result.f1.dataset == "words") & (result.f1.predictor == "absolute position")]
     table["abs position"] = absf.set_index("index").f1
-    print("\n### Per-index F1 of the residual probe (test set), with the absolute-position baseline\n")
-    print(markdown_table(table.reset_index()))
-    paths = [
-        save_png(plot_accuracy(result, f"Word-index probes: {variant}"), args.out, "accuracy_by_layer"),
-        save_png(plot_f1(result, f"Per-index F1: {variant}"), args.out, "f1_by_index"),
+    lines += [
+        "\n### Per-index F1 of the residual probe (test set), with the absolute-position baseline\n",
+        markdown_table(table.reset_index()),
     ]
-    print("\nwrote " + ", ".join(str(p) for p in paths) + f" and CSV tables under {args.out}", file=sys.stderr)
+    return Result(
+        markdown="\n".join(lines),
+        tables={"accuracy": result.accuracy, "f1": result.f1, "summary": summary},
+        figures={
+            "accuracy_by_layer": plot_accuracy(result, f"Word-index probes: {variant}"),
+            "f1_by_index": plot_f1(result, f"Per-index F1: {variant}"),
+        },
+        facts={"variant": variant, "n_layers": model.cfg.n_layers, "n_words": p.n_words,
+               "n_train": p.n_train, "n_test": p.n_test, **result.info},
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> Result:
+    return command_main("word_index_probes", argv)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lens_positions.config import IncrementConfig
+from lens_positions.runs import CARD_MD
 
 if TYPE_CHECKING:
     from lens_positions.model import HookedIncrementTransformer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "card.md"
+CARD_FILE = CARD_MD
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 
-DEFAULT_MODEL = "bilingual-per-layer"
+from lens_positions.runs import DEFAULT_MODEL
 
 
 def _decode(data: bytes, source: str) -> str:

@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
-CARD_JSON = "card.json"
+from lens_positions.runs import CARD_JSON
+
+__all__ = ["CARD_JSON", "build_card", "format_duration", "render_card", "source_revision", "utc_now"]
 
 
 def utc_now() -> str:

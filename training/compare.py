@@ -8,7 +8,7 @@ Variants: none, shared, per-layer; ``--per-head`` adds shared-per-head and per-l
 ``--frozen`` adds a frozen-deltas model whose table comes from the shared run just trained.
 Each variant gets its own run folder ``OUT/<variant>`` (the same layout as `training.train`);
 every setting other than the variant is the same for all of them, the seeds included. At the
-end the comparison table (`analyses.loss_comparison`) is printed and written to
+end the comparison table (`lens_positions.runs.compare_runs`) is printed and written to
 ``OUT/comparison.md``.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lens_positions.atomic import write_text_atomic
 from lens_positions.checkpoints import CheckpointError
+from lens_positions.runs import compare_runs, format_table
 from training import distributed
 from training.checkpointing import TrainCheckpointError
 from training.configs import TrainConfig
@@ -30,6 +31,7 @@ from training.options import (
     overrides_from_args,
     resolve_config,
 )
+from training.train import EXIT_NON_FINITE, EXIT_USAGE
 from training.trainer import NonFiniteLossError, ResumeError, RunOptions, TrainResult, train
 
 BASE_VARIANTS: tuple[tuple[str, bool], ...] = (("none", False), ("shared", False), ("per_layer", False))
@@ -85,16 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         if main_process:
             print(f"error: {e}", file=sys.stderr)
-        return 3
+        return EXIT_NON_FINITE
     except (ResumeError, TrainCheckpointError, CheckpointError, FileNotFoundError, ValueError) as e:
         if main_process:
             print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     finally:
         distributed.teardown()
     if main_process:
-        from analyses.loss_comparison import compare_runs, format_table
-
         table = format_table(compare_runs([r.out_dir for r in results]))
         write_text_atomic(out / SUMMARY_NAME, table + "\n")
         print(table)

@@ -38,7 +38,6 @@ files untouched, and `read_metadata` refuses a directory whose files do not matc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -53,6 +52,9 @@ import numpy as np
 from tqdm import tqdm
 
 from lens_positions.atomic import write_json_atomic
+from lens_positions.config import BYTE_VOCAB as VOCAB_SIZE
+from lens_positions.config import SEPARATOR_ID
+from lens_positions.samples import content_key
 from training.sources import (
     Document,
     interleave,
@@ -62,8 +64,6 @@ from training.sources import (
     resolve_local_files,
 )
 
-SEPARATOR_ID = 256
-VOCAB_SIZE = 257
 TOKEN_DTYPE = np.uint16
 FORMAT = "lens_positions.tokens/v1"
 META_NAME = "meta.json"
@@ -94,11 +94,6 @@ def decode_documents(tokens: np.ndarray) -> list[str]:
         tokens[s:e].astype(np.uint8).tobytes().decode("utf-8", errors="replace")
         for s, e in zip(starts, ends, strict=True)
     ]
-
-
-def content_key(text: str) -> int:
-    """64-bit hash of a document's text: its identity for the hash split."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 @dataclass(frozen=True)

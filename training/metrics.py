@@ -22,7 +22,6 @@ uninterrupted run.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -32,14 +31,13 @@ import torch
 from torch import Tensor
 
 from lens_positions.atomic import write_text_atomic
+from lens_positions.runs import LN2, bits_per_byte, read_metrics
+from lens_positions.runs import METRICS_FILE as METRICS_NAME
 
-METRICS_NAME = "metrics.jsonl"
-LN2 = math.log(2.0)
-
-
-def bits_per_byte(loss_nats: float) -> float:
-    """Cross-entropy per byte in bits."""
-    return loss_nats / LN2
+__all__ = [
+    "LN2", "METRICS_NAME", "MetricsLog", "bits_per_byte", "delta_stats", "read_metrics", "say",
+    "truncate_metrics",
+]  # fmt: skip
 
 
 class MetricsLog:
@@ -90,21 +88,6 @@ def _open_tensorboard(folder: Path) -> Any:
     except ImportError:  # tensorboard is optional
         return None
     return SummaryWriter(log_dir=str(folder))
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All complete records of a metrics file (a torn last line from a kill is skipped)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS_NAME
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
 
 
 def truncate_metrics(folder: str | os.PathLike, step: int) -> int:

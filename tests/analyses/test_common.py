@@ -186,3 +186,35 @@ def test_markdown_table_escapes_and_word_list():
         and all(w.isalpha() and w.islower() for w in WORDS)
         and len(set(WORDS)) == len(WORDS)
     )
+
+
+def test_every_analysis_has_the_one_shape_and_runs_without_arguments():
+    """Params + build_parser + run + main in every module of `analyses.MODULES`; parsing no
+    arguments gives the shipped default model and texts that exist (the held-out sample)."""
+    import dataclasses
+    import importlib
+    from pathlib import Path
+
+    import analyses
+    from analyses._common import DEFAULT_MODEL, default_text_files, params_from_args
+    from lens_positions.checkpoints import list_models
+
+    on_disk = {p.stem for p in Path(analyses.__file__).parent.glob("*.py") if not p.stem.startswith("_")}
+    assert on_disk == set(analyses.MODULES)
+    assert DEFAULT_MODEL in list_models()
+    assert all(Path(f).is_file() for f in default_text_files())
+    for name in analyses.MODULES:
+        mod = importlib.import_module(f"analyses.{name}")
+        assert dataclasses.is_dataclass(mod.Params) and callable(mod.run) and callable(mod.main)
+        parser = mod.build_parser()
+        assert parser.prog == f"python -m analyses.{name}"
+        assert "REFERENCE" not in parser.format_help()
+        args = parser.parse_args([])
+        if getattr(mod, "NEEDS_MODEL", True):
+            assert args.model == DEFAULT_MODEL
+        # every field comes from an option, with the same default: run(model, Params()) is the
+        # command without arguments
+        fields = {f.name for f in dataclasses.fields(mod.Params)}
+        assert fields <= set(vars(args)) | {"progress"}, fields - set(vars(args))
+        assert params_from_args(mod.Params, args) == mod.Params(), name
+        assert getattr(args, "text_file", None) in (None, [])  # None: the shipped sample

@@ -38,7 +38,7 @@ def test_previous_token_attention_has_lookback_one(increments, per_head):
     assert len(heads) == 3 * model.cfg.n_heads
     np.testing.assert_allclose(heads["lookback_bytes"], 1.0, rtol=1e-6)
     # Attending to the previous token spans exactly the query's own δ in learned positions.
-    np.testing.assert_allclose(heads["lookback_positions"], heads["mean_delta"], rtol=1e-5)
+    np.testing.assert_allclose(heads["lookback_learned"], heads["mean_delta"], rtol=1e-5)
     if not per_head:  # every head carries its layer's δ
         assert heads.groupby("layer")["mean_delta"].nunique().eq(1).all()
 
@@ -122,3 +122,24 @@ def test_command_writes_scatter(saved_models, text_files, tmp_path, capsys):
         "head_rates.svg",
     ):
         assert (out / name).stat().st_size > 100
+
+
+def test_head_rates_and_learned_axis_attention_agree(any_model):
+    """One look-back: both analyses give the same table on the same windows (same rule: the
+    separator is neither a query nor counted in mean δ)."""
+    from analyses._common import byte_windows
+    from analyses.learned_axis_attention import look_back_distances
+
+    windows = byte_windows([EN_TEXT, ZH_TEXT], 40, max_windows=4)
+    axis = look_back_distances(any_model, windows, batch_size=3, progress=False)
+    texts = [bytes(w[1:]).decode("utf-8", errors="ignore") for w in windows]
+    rates = head_rates(any_model, texts, progress=False).heads
+    assert list(axis.columns) == list(rates.columns) and list(axis.layer) == list(rates.layer)
+    # char windows drop the bytes of a character cut at a window's edge: compare on whole texts
+    whole = [w for w in windows if bytes(w[1:]).decode("utf-8", errors="ignore").encode() == bytes(w[1:])]
+    axis = look_back_distances(any_model, whole, batch_size=3, progress=False)
+    rates = head_rates(any_model, [bytes(w[1:]).decode() for w in whole], progress=False).heads
+    assert len(whole) >= 2
+    for col in ("mean_delta", "lookback_bytes", "lookback_learned", "uniform_learned", "ratio"):
+        np.testing.assert_allclose(axis[col], rates[col], rtol=1e-5, atol=1e-6, err_msg=col)
+    assert (axis.n_queries == rates.n_queries).all()

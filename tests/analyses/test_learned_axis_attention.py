@@ -63,7 +63,10 @@ def test_previous_token_heads_look_back_one_delta(increments, per_head):
     # p_q - p_{q-1} = δ_q: the look-back in learned units is the query's own δ
     torch.testing.assert_close(torch.tensor(table.lookback_learned.to_numpy()), torch.full((len(table),), query_delta, dtype=torch.float64))
     assert (table.lookback_bytes - 1).abs().max() < 1e-12
-    assert (table.mean_delta - token_delta).abs().max() < 1e-9
+    # mean δ over the same queries (the separator left out, as in `head_rates`): ratio 1
+    assert (table.mean_delta - query_delta).abs().max() < 1e-9
+    assert (table.mean_delta - token_delta).abs().max() > 1e-3  # the separator's δ is not counted
+    assert (table.ratio - 1).abs().max() < 1e-9
     assert table.n_queries.iloc[0] == sum(len(w) - 1 for w in WINDOWS)
 
 

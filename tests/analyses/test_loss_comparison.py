@@ -64,9 +64,46 @@ def test_curves_and_command(runs: Path, tmp_path: Path, capsys):
     assert list(data[(data["run"] == "none") & (data["split"] == "val")]["step"]) == [10, 20, 30]
 
     (runs / "notes.md").write_text("not a run")  # matched by the glob, skipped
-    assert main(["--runs", str(runs / "*"), "--out", str(tmp_path / "figs")]) == 0
+    result = main(["--runs", str(runs / "*"), "--out", str(tmp_path / "figs")])
+    assert list(result.tables["loss_comparison"].variant) == ["none", "per-layer"]
     out = capsys.readouterr().out
     assert "| none" in out and "| per-layer" in out
     png = tmp_path / "figs" / "loss_curves.png"
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "figs" / "loss_comparison.md").read_text().strip() == out.strip()
+
+
+def test_out_of_domain_column_when_a_run_measured_it(runs: Path, tmp_path: Path):
+    with_ood = tmp_path / "ood"
+    shutil.copytree(runs / "per-layer", with_ood)
+    card_path = with_ood / "final" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["final"].update(ood_loss=1.5, ood_bpb=1.5 / math.log(2), ood_tokens=1000)
+    card_path.write_text(json.dumps(card))
+    df = compare_runs([runs / "none", with_ood])
+    assert list(df.columns[-2:]) == ["ood_loss", "ood_bpb"]
+    assert math.isnan(df.ood_loss.iloc[0]) and df.ood_loss.iloc[1] == 1.5
+    assert "ood_loss" in format_table(df)
+    assert "ood_loss" not in compare_runs([runs / "none"]).columns  # no column without the split
+    # an unfinished run: from its latest evaluation record that has the split
+    partial = tmp_path / "partial"
+    shutil.copytree(runs / "none", partial)
+    shutil.rmtree(partial / "final")
+    with (partial / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"kind": "eval", "step": 31, "val_loss": 2.0, "ood_loss": 3.0}) + "\n")
+    row = compare_runs([partial]).iloc[0]
+    assert row.ood_loss == 3.0 and row.ood_bpb == pytest.approx(3.0 / math.log(2))
+
+
+def test_no_run_folder_is_a_usage_error(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--runs", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "figs")])
+    assert e.value.code == 2 and "no run folders found" in capsys.readouterr().err
+
+
+def test_default_runs_are_the_shipped_models():
+    from analyses.loss_comparison import shipped_runs
+
+    df = compare_runs(shipped_runs())
+    assert set(df.variant) >= {"none", "per-layer"} and df.finished.all()
+    assert (df.val_loss > 0).all()

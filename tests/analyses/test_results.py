@@ -6,14 +6,7 @@ import json
 
 import pytest
 
-from analyses.results import (
-    SECTIONS,
-    chinese_fraction,
-    docs_for_bytes,
-    heldout_texts,
-    run_results,
-    split_parts,
-)
+from analyses.results import SECTIONS, run_results
 from training.corpus import prepare_tokens
 
 from .conftest import make_model
@@ -39,35 +32,6 @@ def token_dir(tmp_path_factory):
     src.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
     prepare_tokens(f"local:{src}=1", root / "tokens", val_docs=4, progress=False)
     return root / "tokens"
-
-
-def test_split_parts_keeps_the_text_and_the_bound():
-    text = "ab\n" * 10 + "x" * 25 + "\n中文" * 3
-    parts = split_parts(text, 8)
-    assert "".join(parts) == text
-    assert all(0 < len(p.encode("utf-8")) <= 8 for p in parts)
-    assert split_parts("short", 100) == ["short"]
-
-
-def test_heldout_texts_split_by_language(token_dir, tmp_path):
-    paths = heldout_texts(token_dir, tmp_path / "heldout")
-    rows = {k: [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines()] for k, p in paths.items()}
-    assert len(rows["zh"]) == 2 and len(rows["en"]) == 2
-    assert all(chinese_fraction(r["text"]) >= 0.05 for r in rows["zh"])
-    assert all(r["source"] == "en" for r in rows["en"]) and any("中文" in r["text"] for r in rows["en"])
-    # only validation documents, never the training ones
-    assert not any("训练" in r["text"] or "training" in r["text"] for k in rows for r in rows[k])
-    # all.jsonl holds the same bytes, in parts
-    for lang in ("zh", "en"):
-        whole = sorted(r["text"] for r in rows[lang])
-        by_doc: dict[int, list] = {}
-        for r in rows["all"]:
-            if r["source"] == lang:
-                by_doc.setdefault(r["val_index"], []).append(r)
-        joined = sorted("".join(p["text"] for p in sorted(v, key=lambda p: p["part"])) for v in by_doc.values())
-        assert joined == whole
-    n, total = docs_for_bytes(paths["all"], 10)
-    assert n == 1 and total >= 10
 
 
 @pytest.mark.slow
@@ -114,6 +78,20 @@ def test_quick_report_on_tiny_models(token_dir, tmp_path):
     assert (out / "spaced_text" / "per-layer" / "spaced_text_row.png").is_file()
     assert (tmp_path / "heldout" / "zh.jsonl").is_file()
     assert (out / "entities" / "per-layer" / "command.txt").read_text().startswith("python -m analyses.entities")
+    # a printed command reproduces its table (here: the word-index probes, run as printed)
+    import shlex
+
+    import pandas as pd
+
+    from analyses import word_index_probes
+
+    line = next(x for x in text.splitlines() if x.startswith("python -m analyses.word_index_probes"))
+    before = pd.read_csv(out / "word_index_probes" / "per-layer" / "summary.csv")
+    word_index_probes.main(shlex.split(line)[3:])
+    after = pd.read_csv(out / "word_index_probes" / "per-layer" / "summary.csv")
+    pd.testing.assert_frame_equal(before, after)
+    # the document's facts come from the models and cards: 3 layers, 10 steps
+    assert "3 layers" in text and "10 steps" in text and "`L2`" in text
     # --reuse keeps outputs whose command is unchanged; --only runs the chosen sections
     stamp = (out / "entities" / "per-layer" / "entities.csv").stat().st_mtime_ns
     again = run_results(out, quick=True, threads=1, models=models, data_dir=token_dir,

@@ -119,6 +119,7 @@ def test_command(saved_models, tmp_path, capsys):
     assert "head 1" in printed and "largest_gaps" in printed and "光合作用" in printed
     assert sorted(p.name for p in out.iterdir()) == [
         "spaced_text.html",
+        "spaced_text_gaps.csv",
         "spaced_text_row.png",
         "spaced_text_row.svg",
     ]
