@@ -88,7 +88,7 @@ def read_adapter_tensors(folder: Path, meta: dict[str, Any], hf_model: nn.Module
     if not path.is_file():
         raise RotaryModelError(f"{folder}: corrupt adapter (no {TENSORS_NAME})")
     try:
-        tensors = load_file(str(path))
+        tensors = {k: v.float() for k, v in load_file(str(path)).items()}
     except (SafetensorError, OSError, ValueError) as e:
         raise RotaryModelError(f"{path}: corrupt adapter weights ({e})") from e
     for name, t in tensors.items():
@@ -182,11 +182,13 @@ def save_adapter(
     lora_modules: dict[str, nn.Module] | None = None,
     full_weights: dict[str, Tensor] | None = None,
     extra: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Write ``adapter.safetensors`` and ``adapter.json`` atomically; return the folder.
 
     lora: ``{"r", "alpha", "modules": [paths]}`` with ``lora_modules`` the peft layers at those paths;
     full_weights: every HF parameter by name (a full fine-tune) instead.
+    dtype: storage type of the tensors (float16 halves the file; loading casts back to float32).
     """
     from safetensors.torch import save_file
 
@@ -196,6 +198,7 @@ def save_adapter(
         tensors.update(lora_tensors(lora_modules))
     if full_weights is not None:
         tensors.update({f"base.{k}": v.detach().float().contiguous() for k, v in full_weights.items()})
+    tensors = {k: v.to(dtype) for k, v in tensors.items()}
     with atomic_path(folder / TENSORS_NAME, fsync=True) as tmp:
         save_file(tensors, str(tmp))
     meta = {
@@ -208,6 +211,7 @@ def save_adapter(
                       "d_delta": bridge.increment_graft.cfg.d_delta},
         "lora": lora,
         "full": full_weights is not None,
+        "dtype": str(dtype).removeprefix("torch."),
         **(extra or {}),
     }
     write_json_atomic(folder / META_NAME, meta)

@@ -177,8 +177,11 @@ def base_fingerprint(hf_model: nn.Module) -> str:
 
 
 # ------------------------------------------------------------------------------ the graft
-def increment_config(hf_model: nn.Module, increments: str, per_head: bool) -> IncrementConfig:
-    """An `IncrementConfig` with the base model's sizes, used to build its `DeltaMLP` s."""
+def increment_config(
+    hf_model: nn.Module, increments: str, per_head: bool, d_delta: int | None = None
+) -> IncrementConfig:
+    """An `IncrementConfig` with the base model's sizes, used to build its `DeltaMLP` s
+    (hidden width ``d_delta``, d_model / 4 when left out)."""
     c = hf_model.config
     return IncrementConfig(
         d_model=c.hidden_size,
@@ -190,6 +193,7 @@ def increment_config(hf_model: nn.Module, increments: str, per_head: bool) -> In
         increments=increments,
         per_head=per_head,
         n_ctx=getattr(c, "max_position_embeddings", 2048),
+        d_delta=d_delta,
     )
 
 
@@ -210,7 +214,10 @@ def rotary_cos_sin_half(
 class IncrementGraft:
     """The state and hooks that give a bridged rotary model learned increments (see module doc)."""
 
-    def __init__(self, bridge: nn.Module, hf_model: nn.Module, increments: str, per_head: bool):
+    def __init__(
+        self, bridge: nn.Module, hf_model: nn.Module, increments: str, per_head: bool,
+        d_delta: int | None = None,
+    ):
         if increments not in INCREMENT_VARIANTS:
             raise RotaryModelError(
                 f"unknown increments variant {increments!r}; expected one of "
@@ -220,7 +227,7 @@ class IncrementGraft:
             raise RotaryModelError(PER_HEAD_UNSUPPORTED)
         self.increments = increments
         self.rotary = check_rotary(hf_model, getattr(hf_model.config, "_name_or_path", "model"))
-        self.cfg = increment_config(hf_model, increments, per_head)
+        self.cfg = increment_config(hf_model, increments, per_head, d_delta)
         self.shared_delta: Tensor | None = None
         self.handles: list[Any] = []
         if increments == "shared":
@@ -294,7 +301,7 @@ def boot_bridge(hf_model: nn.Module, tokenizer: Any, boot_name: str) -> nn.Modul
 
 def graft(
     hf_model: nn.Module, tokenizer: Any, boot_name: str, increments: str = "none",
-    per_head: bool = False,
+    per_head: bool = False, d_delta: int | None = None,
 ) -> nn.Module:
     """Boot the bridge around ``hf_model`` and graft the increments; returns the bridge.
 
@@ -309,7 +316,7 @@ def graft(
     if per_head:  # refuse before the (slow) boot
         raise RotaryModelError(PER_HEAD_UNSUPPORTED)
     bridge = boot_bridge(hf_model, tokenizer, boot_name)
-    g = IncrementGraft(bridge, hf_model, increments, per_head)
+    g = IncrementGraft(bridge, hf_model, increments, per_head, d_delta)
     object.__setattr__(bridge, "increment_graft", g)
     object.__setattr__(bridge, "increments", increments)
     return bridge
@@ -360,7 +367,8 @@ def load_rotary_model(
     if meta is not None:
         tensors = rotary_adapter.read_adapter_tensors(adapter_dir, meta, hf_model)
         rotary_adapter.merge_lora(hf_model, meta, tensors)
-    bridge = graft(hf_model, tokenizer, spec.boot_name, increments, per_head)
+    d_delta = meta["delta_mlp"].get("d_delta") if meta and meta.get("delta_mlp") else None
+    bridge = graft(hf_model, tokenizer, spec.boot_name, increments, per_head, d_delta)
     if tensors is not None:
         rotary_adapter.load_delta_weights(bridge, tensors, adapter_dir)
     object.__setattr__(bridge, "base_spec", spec)

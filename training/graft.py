@@ -59,7 +59,7 @@ from training.windows import train_batch
 
 TOKENS_FORMAT = "lens_positions.graft-tokens/v1"
 #: Options that may differ between a run and its resumption (they do not change the result).
-RUNTIME_OPTIONS = {"out", "threads", "log_every", "checkpoint_every", "max_minutes"}
+RUNTIME_OPTIONS = {"out", "threads", "log_every", "checkpoint_every", "max_minutes", "debug_step_delay"}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -172,7 +172,7 @@ def build(args: argparse.Namespace) -> Built:
         if not built.lora_modules:
             raise SystemExit(f"graft: no modules named {args.lora_targets} in {spec.name}")
     torch.manual_seed(args.seed + 1)
-    built.bridge = graft(hf, tokenizer, spec.boot_name, args.increments)
+    built.bridge = graft(hf, tokenizer, spec.boot_name, args.increments, d_delta=args.d_delta)
     built.bridge.train()
     return built
 
@@ -320,6 +320,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         optimizer.step()
         scheduler.step()
         step += 1
+        if args.debug_step_delay:  # lets tests kill the process between two checkpoints
+            time.sleep(args.debug_step_delay)
         window_loss += loss.item()
         window_n += 1
         if step % args.log_every == 0 or step == args.steps:
@@ -354,8 +356,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             if lora_modules else None)
     save_adapter(adapter, bridge, base=base_name, fingerprint=fingerprint, lora=lora,
                  lora_modules=lora_modules, full_weights=built.full_params or None,
+                 dtype=getattr(torch, args.adapter_dtype),
                  extra={"trained": {"steps": step, "val_loss": final["val_loss"],
                                     "base_val_loss": base_eval["val_loss"]}})
+    card["adapter"] = {"dtype": args.adapter_dtype,
+                       "bytes": (adapter / "adapter.safetensors").stat().st_size}
+    if args.adapter_dtype != "float32":
+        # What a user of the adapter gets: the weights rounded to the storage type.
+        with torch.no_grad():
+            for p in params.values():
+                p.copy_(p.to(getattr(torch, args.adapter_dtype)).float())
+        card["adapter"]["val_loss"] = evaluate(
+            bridge, val_tokens, args.n_ctx, args.eval_windows, args.batch_size)["val_loss"]
     write_json_atomic(adapter / "card.json", card)
     write_text_atomic(adapter / "card.md", render_card(card))
     print(f"graft: done; held-out loss {base_eval['val_loss']:.4f} -> {final['val_loss']:.4f}; "
@@ -407,6 +419,8 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         f"- held-out loss: base **{card['base_val_loss']:.4f}** -> grafted **{card['final_val_loss']:.4f}** "
         f"nats/token ({card['val_loss_change']:+.4f}) over {card['val_tokens']:,} held-out tokens",
+        *([f"- shipped adapter ({card['adapter']['dtype']}, {card['adapter']['bytes'] / 1e6:.1f} MB): "
+           f"held-out loss {card['adapter']['val_loss']:.4f}"] if "val_loss" in card.get("adapter", {}) else []),
         f"- steps {card['steps']:,}; tokens seen {card['tokens_seen']:,}; wall time "
         f"{format_duration(card['wall_time_s'])} ({card['tokens_per_s'] or 0:,.1f} tokens/s)",
         "",
@@ -442,6 +456,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--files", nargs="*", default=None, help="only these files of --data")
     p.add_argument("--out", required=True, help="run folder (resumed when it holds a checkpoint)")
     p.add_argument("--full", action="store_true", help="full fine-tune in fp32 instead of LoRA")
+    p.add_argument("--d-delta", type=int, default=None, help="δ-MLP hidden width (d_model / 4)")
+    p.add_argument("--adapter-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="storage type of the shipped adapter's tensors")
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument("--lora-alpha", type=float, default=32.0)
     p.add_argument("--lora-targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -462,6 +479,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=int, default=25)
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="checkpoint and stop after this wall time (resume with the same command)")
+    p.add_argument("--debug-step-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1 or args.n_ctx < 2:
         p.error("--steps, --batch-size must be >= 1 and --n-ctx >= 2")
