@@ -375,6 +375,38 @@ def load_rotary_model(
     return bridge.to(device).eval()
 
 
+def rotary_model_names() -> list[str]:
+    """Names `load_named_rotary` opens: the wheel models and the shipped adapters."""
+    from lens_positions import rotary_adapter
+
+    return sorted(WHEEL_MODELS) + [p.name for p in rotary_adapter.shipped_adapters()]
+
+
+def is_rotary_model_name(name: str | os.PathLike) -> bool:
+    """True for a wheel model, a shipped rotary adapter, or a folder holding an HF model."""
+    import json
+
+    text = str(name)
+    if text.lower() in rotary_model_names():
+        return True
+    try:  # an HF config names its architectures; the byte models' config.json does not
+        return "architectures" in json.loads((Path(text) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def load_named_rotary(name: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """`load_rotary_model` by one name: ``"smollm2-135m"`` (base), a shipped adapter's name such
+    as ``"smollm2-135m-per-layer"`` (its base, variant and weights), or a model folder."""
+    from lens_positions import rotary_adapter
+
+    shipped = {p.name: p for p in rotary_adapter.shipped_adapters()}
+    if str(name) in shipped:
+        meta = rotary_adapter.read_adapter_meta(shipped[str(name)])
+        return load_rotary_model(meta["base"], meta["increments"], adapter=str(name), device=device)
+    return load_rotary_model(name, device=device)
+
+
 # ------------------------------------------------------------------------------ a tiny test model
 def save_tiny_llama(
     folder: str | os.PathLike, seed: int = 0, n_layers: int = 2, vocab_size: int = 300
