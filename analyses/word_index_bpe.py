@@ -246,11 +246,16 @@ def probe_dataset(
 
 def run(model: nn.Module, *, n_words: int = 7, n_train: int = 800, n_test: int = 300,
         max_tokens: int = 3, C: float = 1.0, seed: int = 0, batch_size: int = 32,
-        controls: bool = True, prefix: str = PREFIX) -> dict[str, Any]:
-    """The whole protocol on one model; returns tables and set-up facts (see module doc)."""
+        controls: bool = True, prefix: str = PREFIX, words: Sequence[str] | None = None,
+        fwd_hooks: list | None = None, letters_per_length: int = 400) -> dict[str, Any]:
+    """The whole protocol on one model; returns tables and set-up facts (see module doc).
+
+    words: the word list (default: `load_words` of /usr/share/dict/words); fwd_hooks: hooks
+    active while the features are read (e.g. an intervention to probe under).
+    """
     tok = model.tokenizer
     rng = np.random.default_rng(seed)
-    words = load_words()
+    words = load_words(WORDLIST) if words is None else sorted(set(words))
     train_pool, test_pool, pool_sizes = token_pools(tok, words, max_tokens, 0.2, rng)
     head = [tok.bos_token_id] if tok.bos_token_id is not None else []
     head += tok(prefix, add_special_tokens=False)["input_ids"]
@@ -261,7 +266,7 @@ def run(model: nn.Module, *, n_words: int = 7, n_train: int = 800, n_test: int =
                             "train prompts": n_train, "test prompts": n_test}
     datasets = {"words": (train_pool, test_pool)}
     if controls:
-        letters = random_letter_pools(tok, max_tokens, 400, rng)
+        letters = random_letter_pools(tok, max_tokens, letters_per_length, rng)
         split = {n: (v[: int(0.8 * len(v))], v[int(0.8 * len(v)):]) for n, v in letters.items()}
         datasets["random letters"] = ({n: a for n, (a, _) in split.items()}, {n: b for n, (_, b) in split.items()})
     tables, f1_rows = [], []
@@ -277,7 +282,8 @@ def run(model: nn.Module, *, n_words: int = 7, n_train: int = 800, n_test: int =
         both = Prompts(train.tokens + test.tokens, np.concatenate([train.prompt, test.prompt + n_train]),
                        np.concatenate([train.pos, test.pos]), np.concatenate([train.label, test.label]),
                        np.concatenate([train.n_tokens, test.n_tokens]))
-        feats = collect(model, both, batch_size, pad)
+        with model.hooks(fwd_hooks=fwd_hooks or []):
+            feats = collect(model, both, batch_size, pad)
         if name == "words":
             # δ = 1 (increments "none") gives learned position = token index (BOS = 0) exactly
             info["max |learned position - token index|"] = float(
