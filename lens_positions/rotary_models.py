@@ -407,6 +407,30 @@ def load_named_rotary(name: str | os.PathLike, device: str | torch.device = "cpu
     return load_rotary_model(name, device=device)
 
 
+def print_rotary_models() -> None:
+    """Lines for ``lens-positions models``: wheel models (installed or not) and shipped adapters."""
+    import json
+
+    from lens_positions import rotary_adapter
+
+    for name, info in WHEEL_MODELS.items():
+        installed = importlib.util.find_spec(info["package"]) is not None
+        state = "installed" if installed else f"not installed: {info['pip']}"
+        print(f"{name}: pretrained rotary LM {info['hf_name']} ({state}); "
+              f"load_rotary_model({name!r}, increments=...)")
+    for folder in rotary_adapter.shipped_adapters():
+        meta = rotary_adapter.read_adapter_meta(folder)
+        card = folder / "card.json"
+        extra = ""
+        if card.is_file():
+            c = json.loads(card.read_text())
+            extra = (f", held-out loss {c['base_val_loss']:.4f} -> {c['final_val_loss']:.4f} "
+                     f"after {c['steps']} steps")
+        print(f"{folder.name}: adapter for {meta['base']} ({meta['increments']}{extra}); "
+              f"load_rotary_model({meta['base']!r}, increments={meta['increments']!r}, "
+              f"adapter={folder.name!r})")
+
+
 # ------------------------------------------------------------------------------ a tiny test model
 def save_tiny_llama(
     folder: str | os.PathLike, seed: int = 0, n_layers: int = 2, vocab_size: int = 300
