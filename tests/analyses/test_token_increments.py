@@ -34,7 +34,7 @@ def test_tables_on_tiny_llama(tmp_path):
     ids = model.tokenizer(texts[0], add_special_tokens=False)["input_ids"]
     starts = torch.tensor(sorted({i for i in ids if ti.category(model.tokenizer.decode([i])) == "word start"}))
     seen = {}
-    handle = model.register_forward_pre_hook(lambda module, args: seen.__setitem__("tokens", args[0]))
+    handle = model.embed.register_forward_pre_hook(lambda module, args: seen.__setitem__("tokens", args[0]))
 
     def set_delta(delta, hook):
         return torch.where(torch.isin(seen["tokens"], starts), 2.0, 1.0)
