@@ -88,8 +88,8 @@ def token_pools(
 ) -> tuple[dict[int, list[list[int]]], dict[int, list[list[int]]], dict[int, int]]:
     """Words' ``" " + word`` token ids grouped by token count 1..max_tokens, split train/test."""
     by_len: dict[int, list[list[int]]] = defaultdict(list)
-    for w in words:
-        ids = tokenizer(" " + w, add_special_tokens=False)["input_ids"]
+    encoded = tokenizer([" " + w for w in words], add_special_tokens=False)["input_ids"]
+    for ids in encoded:
         if 1 <= len(ids) <= max_tokens:
             by_len[len(ids)].append(ids)
     train, test = {}, {}

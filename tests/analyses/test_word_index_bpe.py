@@ -76,3 +76,14 @@ def test_balanced_subset_removes_position_information():
 def test_missing_word_list_names_the_package(tmp_path):
     with pytest.raises(wib.WordListMissing, match="apt-get install wamerican"):
         wib.load_words(tmp_path / "words")
+
+
+@pytest.mark.skipif(not wib.WORDLIST.is_file(), reason="wamerican word list not installed (scripts/setup.sh)")
+def test_word_index_probes_command_dispatches_pretrained_models(tiny_dir, tmp_path, capsys):
+    from analyses import word_index_probes
+
+    out = tmp_path / "out"
+    word_index_probes.main(["--model", str(tiny_dir), "--out", str(out), "--n-train", "30",
+                            "--n-test", "15", "--no-controls"])
+    assert "Word-index probes on" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == {"accuracy.csv", "f1.csv", "summary.csv", "README.md"}
