@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import string
+import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -574,7 +575,16 @@ def run(model: HookedIncrementTransformer, params: Params) -> Result:
     )  # fmt: skip
 
 
-def main(argv: Sequence[str] | None = None) -> Result:
+def main(argv: Sequence[str] | None = None) -> Result | None:
+    # Pretrained BPE models (e.g. smollm2-135m) take the token-level protocol.
+    from lens_positions.rotary_models import is_rotary_model_name
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    model_arg = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--model"), None)
+    if model_arg is not None and is_rotary_model_name(model_arg):
+        from analyses import word_index_bpe
+
+        return word_index_bpe.main(args)
     return command_main("word_index_probes", argv)
 
 
