@@ -255,6 +255,10 @@ def mfu(cfg: IncrementConfig, seq: int, tokens_per_s: float, training: bool, pea
 
 
 # ---------------------------------------------------------------------------------------- reports
+class Skipped(Exception):
+    """A benchmark that cannot run in this checkout or environment; the message says why."""
+
+
 @dataclass
 class Target:
     """A goal checked on measured ratios, e.g. "per-layer tokens/s >= 0.95 x none"."""
@@ -288,7 +292,9 @@ class Report:
         return markdown_table(self.headers, self.rows)
 
     def markdown(self, level: int = 3) -> str:
-        parts = [f"{'#' * level} {self.title}", "", self.setting, "", self.table(), ""]
+        parts = [f"{'#' * level} {self.title}", "", self.setting, ""]
+        if self.rows:
+            parts += [self.table(), ""]
         if self.targets:
             parts += [t.line() for t in self.targets] + [""]
         if self.notes:
