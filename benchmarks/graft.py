@@ -74,8 +74,8 @@ def gguf_path() -> Path:
 def bridge_alone(path: Path, device: torch.device):
     """TransformerBridge around SmolLM2 read from the GGUF file, as REFERENCE §8 boots it."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).to(device)
