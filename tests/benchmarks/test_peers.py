@@ -104,7 +104,9 @@ def test_graft_quick_reports_both_calls():
         pytest.skip(str(reason))
     report = graft.main(["--quick"])
     assert [(row[0], row[1]) for row in report.rows] == [
-        (name, mode) for name in ("tl-bridge", f"{graft.NAME} per-layer graft") for mode in graft.MODES
+        (name, mode)
+        for name in ("tl-bridge", f"{graft.NAME} none graft", f"{graft.NAME} per-layer graft")
+        for mode in graft.MODES
     ]
     assert len(report.targets) == 2
 
