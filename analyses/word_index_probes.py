@@ -507,6 +507,13 @@ def plot_f1(result: WordIndexResult, title: str = ""):
 
 # ---------------------------------------------------------------------------------------- command
 def main(argv: Sequence[str] | None = None) -> None:
+    from analyses import word_index_bpe  # pretrained BPE models: the token-level protocol
+    from lens_positions.rotary_models import is_rotary_model_name
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    model_arg = next((args_list[i + 1] for i, a in enumerate(args_list[:-1]) if a == "--model"), None)
+    if model_arg is not None and is_rotary_model_name(model_arg):
+        return word_index_bpe.main(args_list)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser, "out/word_index_probes", batch_size=16, seed=True)
     parser.add_argument("--n-words", type=int, default=7, help="words per prompt (default 7)")

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from lens_positions.config import BYTE_VOCAB, SEPARATOR_ID, IncrementConfig
     from lens_positions.kv_cache import IncrementKVCache
     from lens_positions.model import HookedIncrementTransformer
+    from lens_positions.rotary_models import load_rotary_model
 
 _EXPORTS = {
     "BYTE_VOCAB": "lens_positions.config",
@@ -21,6 +22,7 @@ _EXPORTS = {
     "IncrementConfig": "lens_positions.config",
     "IncrementKVCache": "lens_positions.kv_cache",
     "HookedIncrementTransformer": "lens_positions.model",
+    "load_rotary_model": "lens_positions.rotary_models",
 }
 __all__ = [
     "BYTE_VOCAB",
@@ -28,6 +30,7 @@ __all__ = [
     "HookedIncrementTransformer",
     "IncrementConfig",
     "IncrementKVCache",
+    "load_rotary_model",
 ]
 __version__ = "0.1.0"
 

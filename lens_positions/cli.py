@@ -83,6 +83,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         default = " (default)" if name == DEFAULT_MODEL else ""
         print(f"{name}{default}: {cfg['increments']}{' per-head' if cfg.get('per_head') else ''}, "
               f"{cfg['d_model']}d/{cfg['n_heads']}h/{cfg['n_layers']}L, context {cfg['n_ctx']}{extra}")
+    from lens_positions.rotary_models import print_rotary_models
+
+    print_rotary_models()  # pretrained rotary models and shipped adapters (load_rotary_model)
     return 0
 
 

