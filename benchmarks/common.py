@@ -7,7 +7,9 @@ would charge to whichever candidate happened to be running; with one thread on a
 the two agree. On CUDA the clock is wall time around synchronised calls. Candidates are timed in
 rounds: every round runs each candidate once (rotating the order
 each round, so that no candidate always runs first or last), and the statistics are medians over
-rounds. Ratios are medians of per-round ratios: both samples of a pair were taken seconds apart,
+rounds. What a call returns (logits, a cache) is freed after its sample ends, so that no candidate
+is charged for tearing down its result (or spared it, when a reference cycle leaves it to the
+collector). Ratios are medians of per-round ratios: both samples of a pair were taken seconds apart,
 so slow drifts of a shared machine's load cancel.
 
 Peak memory. On CUDA, ``torch.cuda.max_memory_allocated`` over the measured call, minus what was
@@ -162,9 +164,10 @@ def interleaved_times(
                 gc.disable()
                 setup.sync()
                 start = setup.timer()
-                candidates[name]()
+                result = candidates[name]()
                 setup.sync()
                 times[name].append(setup.timer() - start)
+                del result  # freed outside the sample: a cache's teardown is not the call's time
                 gc.enable()
     finally:
         gc.unfreeze()
@@ -255,6 +258,10 @@ def mfu(cfg: IncrementConfig, seq: int, tokens_per_s: float, training: bool, pea
 
 
 # ---------------------------------------------------------------------------------------- reports
+class Skipped(Exception):
+    """A benchmark that cannot run in this checkout or environment; the message says why."""
+
+
 @dataclass
 class Target:
     """A goal checked on measured ratios, e.g. "per-layer tokens/s >= 0.95 x none"."""
@@ -288,7 +295,9 @@ class Report:
         return markdown_table(self.headers, self.rows)
 
     def markdown(self, level: int = 3) -> str:
-        parts = [f"{'#' * level} {self.title}", "", self.setting, "", self.table(), ""]
+        parts = [f"{'#' * level} {self.title}", "", self.setting, ""]
+        if self.rows:
+            parts += [self.table(), ""]
         if self.targets:
             parts += [t.line() for t in self.targets] + [""]
         if self.notes:

@@ -4,8 +4,12 @@
     python -m benchmarks.run_all --quick                  # tiny config, smoke test (seconds)
     python -m benchmarks.run_all --device cuda --compile  # GPU: bf16 autocast, tokens/s and MFU
 
-Options are passed on to `benchmarks.train_step`, `benchmarks.analysis` and `benchmarks.scaling`
-(``--only`` picks some of them; ``--no-write`` prints without touching the results file).
+Options are passed on to `benchmarks.train_step`, `benchmarks.analysis`, `benchmarks.scaling` and
+the peer comparisons `benchmarks.vs_hf` (Hugging Face Llama training step), `benchmarks.vs_bridge`
+(TransformerLens's TransformerBridge forward and cache-all), `benchmarks.patching` (a patching
+sweep) and `benchmarks.graft` (SmolLM2 with grafted increments; recorded as skipped where this
+checkout or environment lacks it). ``--only`` picks some of them; ``--no-write`` prints without
+touching the results file.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from benchmarks import analysis, scaling, train_step
-from benchmarks.common import H100_BF16_PEAK_TFLOPS, VARIANTS, Report, today
+from benchmarks import analysis, graft, patching, scaling, train_step, vs_bridge, vs_hf
+from benchmarks.common import H100_BF16_PEAK_TFLOPS, VARIANTS, Report, Skipped, today
 from lens_positions.atomic import write_text_atomic
 
-SCRIPTS = {"train_step": train_step, "analysis": analysis, "scaling": scaling}
+SCRIPTS = {"train_step": train_step, "analysis": analysis, "scaling": scaling, "vs_hf": vs_hf,
+           "vs_bridge": vs_bridge, "patching": patching, "graft": graft}
+#: Scripts that take run_all's --variants (the others measure a fixed set).
+TAKES_VARIANTS = ("train_step", "analysis", "vs_hf", "vs_bridge", "patching")
 RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADER = """# Benchmark results
 
@@ -56,7 +63,7 @@ def forwarded_args(args: argparse.Namespace, script: str = "train_step") -> list
         out.append("--compile")
     if args.repeats is not None:
         out += ["--repeats", str(args.repeats)]
-    if args.variants and script != "scaling":
+    if args.variants and script in TAKES_VARIANTS:
         out += ["--variants", *args.variants]
     return out
 
@@ -84,7 +91,10 @@ def main(argv: list[str] | None = None) -> str:
     reports = []
     for name in args.only:
         module = SCRIPTS[name]
-        report = module.run(module.parse_args(forwarded_args(args, name)))
+        try:
+            report = module.run(module.parse_args(forwarded_args(args, name)))
+        except Skipped as reason:  # e.g. the graft without lens_positions.load_rotary_model
+            report = Report(f"{name} (skipped)", f"Skipped: {reason}", [], [])
         print(report.markdown(), flush=True)
         reports.append(report)
     text = section(args, argv, reports)

@@ -20,10 +20,55 @@ from lens_positions.kv_cache import LayerKVCache
 from lens_positions.rotary import rotate_queries_keys
 
 
+class _MeanSquare(torch.autograd.Function):
+    """``x.pow(2).mean(-1, keepdim=True)`` with the same values and gradient as autograd's, bit for
+    bit: autograd's backward materialises the gradient expanded to x's shape, divides it by the
+    width, copies x (``x.pow(1)``) and doubles it, then multiplies (four passes over x's size);
+    this divides the small [..., 1] gradient first (the same division of the same numbers) and
+    makes two passes. Saves x, as autograd's pow does."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return x.pow(2).mean(-1, keepdim=True)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return (grad / x.shape[-1]) * (x * 2)
+
+
+class _DivideByRMS(torch.autograd.Function):
+    """``x / rms`` (rms [..., 1]) with autograd's values and gradients, bit for bit, in fewer
+    passes: autograd's backward for the divisor, ``-grad * ((x / rms) / rms)`` summed, recomputes
+    x / rms, which is this function's own output, and negates a full-size tensor; this keeps the
+    output (the norm's ``* w`` keeps it anyway) and negates after the sum (exact either way).
+    Used only while ``hook_normalized`` has no hooks: a hook editing the output in place would
+    change what backward reads."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, rms: Tensor) -> Tensor:
+        normalized = x / rms
+        ctx.save_for_backward(normalized, rms)
+        return normalized
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        normalized, rms = ctx.saved_tensors
+        grad_x = grad / rms if ctx.needs_input_grad[0] else None
+        grad_rms = None
+        if ctx.needs_input_grad[1]:
+            grad_rms = -(grad * (normalized / rms)).sum_to_size(rms.shape)
+        return grad_x, grad_rms
+
+
 class RMSNorm(nn.Module):
     """``w * x / sqrt(mean(x^2) + eps)``. Hooks: ``hook_scale`` [batch, pos, 1], ``hook_normalized``.
 
-    ``eps=None`` uses ``torch.finfo(x.dtype).eps`` (torch.nn.RMSNorm's default).
+    ``eps=None`` uses ``torch.finfo(x.dtype).eps`` (torch.nn.RMSNorm's default). In training the
+    mean square and (unless ``hook_normalized`` is hooked) the division run as small autograd
+    functions with the same values and gradients as plain autograd and fewer full-size passes
+    (benchmarks/RESULTS.md, issue 15).
     """
 
     def __init__(self, d_model: int, eps: float | None = 1e-5):
@@ -36,10 +81,19 @@ class RMSNorm(nn.Module):
     def rms(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos 1"]:
         """``sqrt(mean(x^2) + eps)``, through ``hook_scale``."""
         eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
-        return self.hook_scale((x.pow(2).mean(-1, keepdim=True) + eps).sqrt())
+        mean_square = _MeanSquare.apply(x) if _tracked(x) else x.pow(2).mean(-1, keepdim=True)
+        return self.hook_scale((mean_square + eps).sqrt())
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        return self.hook_normalized(x / self.rms(x)) * self.w
+        rms = self.rms(x)
+        if _tracked(x, rms) and not self.hook_normalized.has_hooks():
+            return self.hook_normalized(_DivideByRMS.apply(x, rms)) * self.w
+        return self.hook_normalized(x / rms) * self.w
+
+
+def _tracked(*tensors: Tensor) -> bool:
+    """True when autograd records an op on these tensors (training), so a custom backward counts."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _heads_in(x: Tensor, W: Tensor) -> Tensor:
@@ -105,10 +159,17 @@ class Attention(nn.Module):
             # Scale and mask in place: the [batch, head, q, k] tensors are the largest of the
             # model, and each out-of-place pass would allocate (and on CPU page in) another.
             # Neither op's backward needs its input, so autograd allows it; values are unchanged.
+            # The mask goes in through `where` into the scores themselves: the same values as
+            # masked_fill_, but masked_fill_ with a broadcast [q, k] mask took 8.0 ms on a
+            # [4, 8, 512, 512] tensor on CPU against 5.2 ms for this (benchmarks/RESULTS.md).
             scores = torch.einsum("bqhd,bkhd->bhqk", q, k)
             scores.div_(self.attn_scale)
             allowed = torch.ones(n_q, n_k, dtype=torch.bool, device=x.device).tril(past)
-            scores = self.hook_attn_scores(scores.masked_fill_(~allowed, float("-inf")))
+            if scores.requires_grad:  # autograd refuses `out=`; in place is fine (see above)
+                scores.masked_fill_(~allowed, float("-inf"))
+            else:
+                torch.where(allowed, scores, scores.new_full((), float("-inf")), out=scores)
+            scores = self.hook_attn_scores(scores)
             pattern = F.softmax(scores, dim=-1)
             # Rows a hook masked entirely are NaN after softmax: zero them. Softmax's backward
             # needs its output, so only without autograd may this happen in place.

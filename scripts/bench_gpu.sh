@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 7's GPU mode in one go: every benchmark in eager bf16, then the training step and the
+# Issue 7/15 GPU mode in one go: every benchmark (the peers too: HF Llama, TransformerBridge,
+# the patching sweep, the SmolLM2 graft) in eager bf16, then the training steps (ours and HF) and the
 # scaling sweep again under torch.compile, each appended as a dated section to
 # benchmarks/RESULTS.md (or RESULTS=path). Needs a CUDA machine with torch and this repository's
 # dependencies; on a machine that cannot reach PyPI, put the wheels in .whl/ first (see README,
@@ -30,5 +31,5 @@ nvidia-smi -L 2>/dev/null || true
 
 status=0
 "$PY" -m benchmarks.run_all --device cuda --results "$RESULTS" || status=1
-"$PY" -m benchmarks.run_all --device cuda --compile --only train_step scaling --results "$RESULTS" || status=1
+"$PY" -m benchmarks.run_all --device cuda --compile --only train_step vs_hf scaling --results "$RESULTS" || status=1
 exit $status

@@ -1,0 +1,94 @@
+"""Attention's materialised scores: the masking written for speed gives exactly TransformerLens's
+masked scores (scaled q·k, -inf above the causal diagonal), with and without autograd and with a
+key/value cache."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lens_positions import HookedIncrementTransformer, IncrementKVCache
+
+from ..conftest import perturb_deltas, small_config
+
+
+def _by_hand(q: torch.Tensor, k: torch.Tensor, past: int) -> torch.Tensor:
+    """Masked scores [batch, head, q, k] from rotated q [batch, q, head, d] and k [batch, k, head, d]."""
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    allowed = torch.ones(q.shape[1], k.shape[1], dtype=torch.bool).tril(past)
+    return scores.masked_fill(~allowed, float("-inf"))
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no-grad", "grad"])
+def test_cached_scores_are_the_masked_scaled_products(grad):
+    model = perturb_deltas(HookedIncrementTransformer(small_config("per_layer")))
+    tokens = torch.randint(0, 257, (2, 17), generator=torch.Generator().manual_seed(0))
+    names = ["blocks.1.attn.hook_rot_q", "blocks.1.attn.hook_rot_k", "blocks.1.attn.hook_attn_scores"]
+    with torch.set_grad_enabled(grad):
+        _, cache = model.run_with_cache(tokens, names_filter=names)
+    scores = cache["blocks.1.attn.hook_attn_scores"]
+    expected = _by_hand(cache[names[0]], cache[names[1]], past=0)
+    assert torch.equal(scores, expected)
+    assert torch.isneginf(scores[:, :, 0, 1:]).all() and torch.isfinite(scores[:, :, -1]).all()
+
+
+def test_cached_scores_with_a_key_value_cache_keep_the_past_visible():
+    model = perturb_deltas(HookedIncrementTransformer(small_config("none"))).eval()
+    tokens = torch.randint(0, 257, (1, 12), generator=torch.Generator().manual_seed(2))
+    kv = IncrementKVCache(model.cfg.n_layers)
+    names = ["blocks.0.attn.hook_rot_q", "blocks.0.attn.hook_attn_scores"]
+    with torch.no_grad():
+        model(tokens[:, :8], past_kv_cache=kv)
+        _, cache = model.run_with_cache(tokens[:, 8:], past_kv_cache=kv, names_filter=names)
+        _, full = model.run_with_cache(tokens, names_filter=["blocks.0.attn.hook_rot_k"])
+    keys = full["blocks.0.attn.hook_rot_k"]
+    expected = _by_hand(cache["blocks.0.attn.hook_rot_q"], keys, past=8)
+    torch.testing.assert_close(cache["blocks.0.attn.hook_attn_scores"], expected, rtol=1e-5, atol=1e-5)
+    scores = cache["blocks.0.attn.hook_attn_scores"]
+    assert torch.isneginf(scores[0, :, 0, 9:]).all() and torch.isfinite(scores[0, :, 0, :9]).all()
+
+
+def _plain_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    return (x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()) * w
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("hooked", [False, True], ids=["plain", "hooked"])
+def test_rms_norm_values_and_gradients_are_autograds_bit_for_bit(dtype, hooked):
+    from lens_positions.components import RMSNorm
+
+    g = torch.Generator().manual_seed(5)
+    norm = RMSNorm(48, eps=1e-5)
+    with torch.no_grad():
+        norm.w.copy_(torch.rand(48, generator=g) + 0.5)
+    norm = norm.to(dtype)
+    x = (3 * torch.randn(2, 9, 48, generator=g)).to(dtype).requires_grad_()
+    grad = torch.randn(2, 9, 48, generator=g).to(dtype)
+    if hooked:  # a caching hook keeps the plain path (a hook may edit the tensor in place)
+        norm.hook_normalized.add_hook(lambda t, hook: None)
+    out = norm(x)
+    gx, gw = torch.autograd.grad(out, (x, norm.w), grad)
+    x_ref = x.detach().clone().requires_grad_()
+    w_ref = norm.w.detach().clone().requires_grad_()
+    ref = _plain_norm(x_ref, w_ref, 1e-5)
+    gx_ref, gw_ref = torch.autograd.grad(ref, (x_ref, w_ref), grad)
+    assert torch.equal(out, ref) and torch.equal(gx, gx_ref) and torch.equal(gw, gw_ref)
+
+
+def test_model_gradients_equal_plain_autograds(monkeypatch):
+    import lens_positions.components as components
+
+    model = perturb_deltas(HookedIncrementTransformer(small_config("per_layer")))
+    tokens = torch.randint(0, 257, (2, 20), generator=torch.Generator().manual_seed(3))
+    grads = []
+    for fast in (True, False):
+        monkeypatch.setattr(components, "_tracked", lambda *t, fast=fast: fast and torch.is_grad_enabled())
+        model.zero_grad()
+        loss = model(tokens, return_type="loss")
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert torch.equal(grads[0][0], grads[1][0])
+    for name, grad in grads[0][1].items():
+        assert torch.equal(grad, grads[1][1][name]), name
