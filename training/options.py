@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training import checkpointing
 from lens_positions.config import INCREMENT_VARIANTS
+from training import checkpointing
 from training.configs import NAMED_CONFIGS, PRECISIONS, TrainConfig, named_config
 from training.frozen import source_config
 
