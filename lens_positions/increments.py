@@ -43,7 +43,7 @@ def signed_squash(raw: Tensor, max_delta: float) -> Tensor:
 
 
 def signed_range(max_delta: float) -> tuple[float, float]:
-    """The open interval `signed_squash` maps onto."""
+    """The bounds of `signed_squash` (reached in float32, where tanh saturates to ±1)."""
     return 2.0 - max_delta, max_delta
 
 
