@@ -15,7 +15,12 @@ import torch
 from lens_positions import HookedIncrementTransformer, IncrementConfig, IncrementKVCache
 from lens_positions.checkpoints import CheckpointError, save_pretrained
 from lens_positions.increments import signed_range, signed_squash
-from lens_positions.rotary import apply_rotary, inverse_frequencies, rotary_cos_sin, rotate_queries_keys
+from lens_positions.rotary import (
+    apply_rotary,
+    inverse_frequencies,
+    rotary_cos_sin,
+    rotate_queries_keys,
+)
 
 from ..conftest import perturb_deltas, small_config
 from .test_against_llama import to_llama
