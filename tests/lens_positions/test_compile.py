@@ -30,7 +30,7 @@ def _model(**kwargs) -> HookedIncrementTransformer:
     return HookedIncrementTransformer(cfg)
 
 
-@pytest.mark.parametrize("kwargs", VARIANTS, ids=lambda k: "-".join(str(v) for v in k.values()))
+@pytest.mark.parametrize("kwargs", VARIANTS, ids=lambda k: "-".join(f"{n}={v}" for n, v in k.items()))
 def test_every_variant_compiles_without_graph_breaks(kwargs):
     dynamo.reset()
     model = _model(**kwargs)
