@@ -4,7 +4,10 @@ Trained runs (``training.train`` run folders, or saved model folders) are compar
 
 1. **Loss**: the final validation loss of each run (from its card: every held-out window), and
    the loss on an out-of-domain token split when one is given (``--ood-data``), computed with the
-   trainer's own `training.trainer.evaluate` over every window of that split.
+   trainer's own `training.trainer.evaluate` over every window of that split. With
+   ``--eval-windows N`` both are computed here on the first N windows of each split instead (the
+   same windows for every run), which also serves unfinished runs: a run folder without
+   ``final/`` is read from its latest training checkpoint, and its step is reported.
 2. **Negative δ** (signed models): on held-out documents, per layer, the characters whose bytes
    get negative increments most often, grouped by (character, byte index within it) so that the
    last byte of 的 (E7 9A **84**) is one row; and fixed probes for the post's two cases: the last
@@ -60,6 +63,7 @@ class Params:
     data: Path  # token folder whose val.bin gives the held-out documents
     ood_data: Path | None = None  # token folder with an out-of-domain split
     ood_split: str = "ood"
+    eval_windows: int | None = None  # None: val loss from the cards, every OOD window
     max_docs: int | None = 200  # held-out documents per language for the δ analyses
     max_gaps: int | None = 20_000  # word-boundary gaps (and English letters) per model
     n_boot: int = 200
@@ -89,7 +93,10 @@ def model_folder(path: str | Path) -> Path:
         return path / "final"
     if (path / "config.json").is_file():
         return path
-    raise FileNotFoundError(f"{path}: neither a finished run (final/config.json) nor a model folder")
+    raise FileNotFoundError(
+        f"{path}: neither a finished run (final/config.json) nor a model folder (a run still "
+        "training is read from its checkpoint.pt by load_run)"
+    )
 
 
 def held_out_documents(data: str | Path, max_docs: int | None = None) -> dict[str, list[str]]:
@@ -108,15 +115,43 @@ def held_out_documents(data: str | Path, max_docs: int | None = None) -> dict[st
 
 
 def card_of(run: Path) -> dict[str, Any] | None:
-    path = model_folder(run) / "card.json"
+    try:
+        path = model_folder(run) / "card.json"
+    except FileNotFoundError:
+        return None
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def load_run(path: str | Path) -> tuple[HookedIncrementTransformer, int | None]:
+    """The model of a finished run or model folder, else of a run's latest checkpoint; its step."""
+    path = Path(path)
+    ckpt_path = path / "checkpoint.pt"
+    try:
+        folder = model_folder(path)
+    except FileNotFoundError:
+        if not ckpt_path.is_file():
+            raise
+        from training import checkpointing
+        from training.configs import TrainConfig
+        from training.trainer import build_model
+
+        ckpt = checkpointing.load_checkpoint(ckpt_path)
+        model = build_model(TrainConfig.from_dict(ckpt["config"]), load_table=False)
+        model.load_state_dict(ckpt["model"])
+        return model.eval(), int(ckpt["step"])
+    card = card_of(path)
+    return _common.load_model(folder), (card["steps"] if card else None)
 
 
 # ------------------------------------------------------------------------------------ losses
 def loss_table(
-    runs: dict[str, Path], models: dict[str, HookedIncrementTransformer], params: Params
+    runs: dict[str, Path],
+    models: dict[str, HookedIncrementTransformer],
+    params: Params,
+    steps: dict[str, int | None] | None = None,
 ) -> pd.DataFrame:
-    """Validation loss from each card (recomputed if the card has none), OOD loss if asked for."""
+    """Validation loss from each card (computed here without a card or with ``eval_windows``),
+    OOD loss if asked for; ``steps`` of runs read from checkpoints."""
     from training.corpus import load_tokens
     from training.distributed import DistContext
     from training.metrics import bits_per_byte
@@ -125,22 +160,24 @@ def loss_table(
     def loss_on(model: HookedIncrementTransformer, data: Path, split: str) -> float:
         tokens = load_tokens(data, split)
         result = evaluate(
-            model, tokens, model.cfg.n_ctx, 32, None, torch.device("cpu"), "fp32", DistContext()
+            model, tokens, model.cfg.n_ctx, 32, params.eval_windows, torch.device("cpu"), "fp32",
+            DistContext(),
         )
         return result["val_loss"]
 
     rows = []
     for label, run in runs.items():
         model, card = models[label], card_of(run)
-        if card is not None:
-            val, steps = card["final"]["val_loss"], card["steps"]
+        step = (steps or {}).get(label)
+        if card is not None and params.eval_windows is None:
+            val, step = card["final"]["val_loss"], card["steps"]
         else:
-            val, steps = loss_on(model, params.data, "val"), None
+            val = loss_on(model, params.data, "val")
         ood = np.nan
         if params.ood_data is not None:
             ood = loss_on(model, params.ood_data, params.ood_split)
         rows.append({
-            "run": label, "variant": model.cfg.variant_name, "steps": steps,
+            "run": label, "variant": model.cfg.variant_name, "steps": step,
             "val_loss": val, "val_bpb": bits_per_byte(val),
             "ood_loss": ood, "ood_bpb": bits_per_byte(ood) if np.isfinite(ood) else np.nan,
         })  # fmt: skip
@@ -210,10 +247,13 @@ def negative_tables(
 
 
 # ------------------------------------------------------------------------------------ the whole
-def run(models: dict[str, HookedIncrementTransformer], params: Params) -> Result:
-    """Every table of the comparison; ``models`` are the loaded ``params.runs``, by the same labels."""
+def run(
+    models: dict[str, HookedIncrementTransformer], params: Params, steps: dict[str, int | None] | None = None
+) -> Result:
+    """Every table of the comparison; ``models`` are the loaded ``params.runs``, by the same labels
+    (`load_run`), ``steps`` their training steps where known."""
     texts = held_out_documents(params.data, params.max_docs)
-    losses = loss_table(params.runs, models, params)
+    losses = loss_table(params.runs, models, params, steps)
     negatives, probe_tables, boundary_tables = [], [], []
     for label, model in models.items():
         if model.cfg.signed:
@@ -314,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> Result:
     parser.add_argument("--data", type=Path, required=True, help="token folder (val.bin: held-out documents)")
     parser.add_argument("--ood-data", type=Path, default=None, help="token folder with an out-of-domain split")
     parser.add_argument("--ood-split", default="ood", help="name of that split (default ood)")
+    parser.add_argument("--eval-windows", type=int, default=None,
+                        help="compute val and OOD loss here on this many windows (default: val from "
+                             "the cards, every OOD window)")
     parser.add_argument("--max-docs", type=int, default=200, help="held-out documents per language")
     parser.add_argument("--max-gaps", type=int, default=20_000, help="word-boundary gaps per model and task")
     parser.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples")
@@ -327,11 +370,13 @@ def main(argv: Sequence[str] | None = None) -> Result:
     runs = dict(args.run)
     params = Params(
         runs=runs, data=args.data, ood_data=args.ood_data, ood_split=args.ood_split,
+        eval_windows=args.eval_windows,
         max_docs=args.max_docs, max_gaps=args.max_gaps, n_boot=args.n_boot, seed=args.seed,
         batch_size=args.batch_size, progress=not args.no_progress,
     )  # fmt: skip
-    models = {label: _common.load_model(model_folder(path)) for label, path in runs.items()}
-    result = run(models, params)
+    loaded = {label: load_run(path) for label, path in runs.items()}
+    models = {label: model for label, (model, _) in loaded.items()}
+    result = run(models, params, {label: step for label, (_, step) in loaded.items()})
     command = "python -m analyses.variants " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     print(to_markdown(result, command))
     save(result, args.out, command)

@@ -52,12 +52,13 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {label: root / label for label in models}
 
 
-def hand_loss(model: HookedIncrementTransformer, tokens: np.ndarray) -> float:
+def hand_loss(model: HookedIncrementTransformer, tokens: np.ndarray, max_windows: int | None = None) -> float:
     """Mean next-byte loss over windows [k n_ctx, k n_ctx + n_ctx + 1), computed directly."""
     n = model.cfg.n_ctx
     total, count = 0.0, 0
+    starts = list(range(0, len(tokens) - n, n))[:max_windows]
     with torch.no_grad():
-        for start in range(0, len(tokens) - n, n):
+        for start in starts:
             window = torch.as_tensor(tokens[start : start + n + 1].astype(np.int64))[None]
             logits = model(window[:, :-1])
             loss = torch.nn.functional.cross_entropy(logits[0].double(), window[0, 1:], reduction="sum")
@@ -125,3 +126,24 @@ def test_command_line(token_dir: Path, saved: dict[str, Path], tmp_path: Path, c
         variants.main(["--data", str(token_dir), "--run", "no-equals-sign"])
     with pytest.raises(FileNotFoundError, match="neither a finished run"):
         variants.main(["--data", str(token_dir), "--run", f"x={tmp_path}"])
+
+
+def test_unfinished_runs_are_read_from_their_checkpoint(token_dir: Path, tmp_path: Path):
+    from training.configs import named_config
+    from training.trainer import NonFiniteLossError, RunOptions, train
+
+    cfg = named_config("tiny").replace(
+        increments="per_layer", signed=True, steps=20, checkpoint_every=5, eval_every=5, threads=1
+    )
+    run_dir = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError):  # leaves the step-10 checkpoint and no final/
+        train(cfg, token_dir, run_dir, RunOptions(progress=False, tensorboard=False, nan_at_step=12))
+    model, step = variants.load_run(run_dir)
+    assert step == 10 and model.cfg.signed and not model.training
+    params = variants.Params(runs={"signed": run_dir}, data=token_dir, ood_data=token_dir,
+                             ood_split="val", eval_windows=3)
+    table = variants.loss_table(params.runs, {"signed": model}, params, {"signed": step})
+    expected = hand_loss(model, np.asarray(load_tokens(token_dir, "val")), max_windows=3)
+    assert table.loc[0, "steps"] == 10
+    assert table.loc[0, "val_loss"] == pytest.approx(expected, rel=1e-5)
+    assert table.loc[0, "ood_loss"] == pytest.approx(expected, rel=1e-5)
