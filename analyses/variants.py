@@ -114,6 +114,20 @@ def held_out_documents(data: str | Path, max_docs: int | None = None) -> dict[st
     return out
 
 
+def split_tokens(data: str | Path, split: str) -> np.ndarray:
+    """A token split of a folder: `training.corpus.load_tokens`, or for a split that version does
+    not know (an ``ood.bin`` written by a newer data module) the raw file in the folder's dtype."""
+    from training.corpus import load_tokens, read_metadata
+
+    try:
+        return load_tokens(data, split)
+    except ValueError:
+        path = Path(data) / f"{split}.bin"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no {split!r} split in {data}") from None
+        return np.memmap(path, dtype=read_metadata(data).get("dtype", "uint16"), mode="r")
+
+
 def card_of(run: Path) -> dict[str, Any] | None:
     try:
         path = model_folder(run) / "card.json"
@@ -152,13 +166,12 @@ def loss_table(
 ) -> pd.DataFrame:
     """Validation loss from each card (computed here without a card or with ``eval_windows``),
     OOD loss if asked for; ``steps`` of runs read from checkpoints."""
-    from training.corpus import load_tokens
     from training.distributed import DistContext
     from training.metrics import bits_per_byte
     from training.trainer import evaluate
 
     def loss_on(model: HookedIncrementTransformer, data: Path, split: str) -> float:
-        tokens = load_tokens(data, split)
+        tokens = split_tokens(data, split)
         result = evaluate(
             model, tokens, model.cfg.n_ctx, 32, params.eval_windows, torch.device("cpu"), "fp32",
             DistContext(),

@@ -147,3 +147,14 @@ def test_unfinished_runs_are_read_from_their_checkpoint(token_dir: Path, tmp_pat
     assert table.loc[0, "steps"] == 10
     assert table.loc[0, "val_loss"] == pytest.approx(expected, rel=1e-5)
     assert table.loc[0, "ood_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_ood_split_the_loader_does_not_know_is_read_raw(token_dir: Path, tmp_path: Path):
+    import shutil
+
+    data = tmp_path / "tokens"
+    shutil.copytree(token_dir, data)
+    shutil.copy(data / "val.bin", data / "ood.bin")
+    np.testing.assert_array_equal(variants.split_tokens(data, "ood"), load_tokens(token_dir, "val"))
+    with pytest.raises(FileNotFoundError, match="no 'nope' split"):
+        variants.split_tokens(data, "nope")
