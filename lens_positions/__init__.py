@@ -1,8 +1,9 @@
 """lens_positions: TransformerLens-compatible interpretability for transformers that learn how far
 apart their tokens are (RoPE on running sums of learned per-token increments).
 
-The names below are imported on first use, so that light modules (``lens_positions.atomic``,
-``lens_positions.tokenizer``) load without torch and TransformerLens.
+The names below are imported on first use, so that light modules load without torch and
+TransformerLens: ``lens_positions.atomic`` and ``lens_positions.config`` import neither
+(``lens_positions.tokenizer`` needs torch, not TransformerLens).
 """
 
 from __future__ import annotations

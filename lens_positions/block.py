@@ -4,6 +4,10 @@ Every block owns ``hook_delta`` and ``hook_position``, whatever the variant: for
 ones, for ``shared`` it is the one δ computed from the embedding, for ``per_layer`` the block's own
 increment MLP reads its residual stream. Editing ``hook_delta`` changes this layer's positions
 only; editing ``hook_position`` sets them directly.
+
+Two-axis models (``learned_fraction`` < 1) also turn part of each head's rotary pairs by the integer
+position 1, 2, 3, ... (continuing the cached count when generating); that axis is not learned and
+has no hook, ``hook_position`` carries the learned one.
 """
 
 from __future__ import annotations
@@ -28,14 +32,15 @@ class TransformerBlock(nn.Module):
         self.attn = Attention(cfg)
         self.ln2 = RMSNorm(cfg.d_model, cfg.eps)
         self.mlp = GatedMLP(cfg)
-        self.delta_mlp = DeltaMLP(cfg, bounded=True) if cfg.increments == "per_layer" else None
+        self.delta_mlp = DeltaMLP(cfg, per_layer=True) if cfg.increments == "per_layer" else None
+        self.two_axes = cfg.n_learned_pairs < cfg.d_head // 2
         self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
-        self.hook_delta = HookPoint()  # [batch, pos] or [batch, pos, head_index]
+        self.hook_delta = HookPoint()  # [batch, pos] or [batch, pos, head_index], float32
         self.hook_position = HookPoint()  # same shape as hook_delta, float32
-        self.hook_attn_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
-        self.hook_mlp_out = HookPoint()
-        self.hook_resid_post = HookPoint()
+        self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
+        self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
 
     def increments(
         self, resid_pre: Float[Tensor, "batch pos d_model"], shared_delta: Tensor | None
@@ -55,11 +60,16 @@ class TransformerBlock(nn.Module):
     ) -> Float[Tensor, "batch pos d_model"]:
         resid_pre = self.hook_resid_pre(resid)
         delta = self.hook_delta(self.increments(resid_pre, shared_delta))
-        start = 0.0 if cache is None else cache.start_position(resid.shape[0], resid.device)
+        start = 0.0 if cache is None else cache.start_position()
         position = self.hook_position(positions_from_deltas(delta, start))
+        integer_position = None
+        if self.two_axes:
+            past = 0 if cache is None else cache.n_tokens
+            n = resid.shape[1]
+            integer_position = torch.arange(past + 1, past + n + 1, dtype=torch.float32, device=resid.device)
         if cache is not None:
             cache.record_positions(position)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre), position, cache))
+        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre), position, cache, integer_position))
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
         return self.hook_resid_post(resid_mid + mlp_out)

@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lens_positions.config import IncrementConfig
+from lens_positions.increments import check_delta_table
 from lens_positions.runs import CARD_MD
 
 if TYPE_CHECKING:
@@ -128,7 +129,10 @@ def load_config(directory: Path) -> IncrementConfig:
 
 
 def load_pretrained(name_or_dir: str | Path, device: str | None = None) -> HookedIncrementTransformer:
-    """Build the model of a checkpoint folder (or shipped name) and load its weights, in eval mode."""
+    """Build the model of a checkpoint folder (or shipped name) and load its weights, in eval mode.
+
+    Config files written before a field existed load with its default (the model they describe).
+    """
     from lens_positions.model import HookedIncrementTransformer
 
     directory = resolve(name_or_dir)
@@ -143,6 +147,11 @@ def load_pretrained(name_or_dir: str | Path, device: str | None = None) -> Hooke
     cfg.device = "cpu"  # where the weights are now (a config saved on a GPU says cuda)
     model = HookedIncrementTransformer(cfg)
     load_state(model, state, str(weights))
+    if model.delta_table is not None:
+        try:
+            check_delta_table(model.delta_table.deltas, cfg)
+        except ValueError as e:
+            raise CheckpointError(f"{weights}: {e}") from e
     if device is not None:
         model.to(device)
     return model.eval()

@@ -75,8 +75,8 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.w = nn.Parameter(torch.ones(d_model))
-        self.hook_scale = HookPoint()
-        self.hook_normalized = HookPoint()
+        self.hook_scale = HookPoint()  # [batch, pos, 1]
+        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
 
     def rms(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos 1"]:
         """``sqrt(mean(x^2) + eps)``, through ``hook_scale``."""
@@ -123,13 +123,14 @@ class Attention(nn.Module):
         for W in (self.W_Q, self.W_K, self.W_V, self.W_O):
             nn.init.normal_(W, std=cfg.initializer_range)
         self.attn_scale = math.sqrt(dh)
+        self.n_fixed_pairs = dh // 2 - cfg.n_learned_pairs  # pairs turned by the integer position
         self.hook_q = HookPoint()  # [batch, pos, head_index, d_head]
-        self.hook_k = HookPoint()
-        self.hook_v = HookPoint()
-        self.hook_rot_q = HookPoint()
-        self.hook_rot_k = HookPoint()
+        self.hook_k = HookPoint()  # [batch, pos, head_index, d_head]
+        self.hook_v = HookPoint()  # [batch, pos, head_index, d_head]
+        self.hook_rot_q = HookPoint()  # [batch, pos, head_index, d_head]
+        self.hook_rot_k = HookPoint()  # [batch, pos, head_index, d_head] (new keys only with a cache)
         self.hook_attn_scores = HookPoint()  # [batch, head_index, query_pos, key_pos]
-        self.hook_pattern = HookPoint()
+        self.hook_pattern = HookPoint()  # [batch, head_index, query_pos, key_pos]
         self.hook_z = HookPoint()  # [batch, pos, head_index, d_head]
 
     def needs_pattern(self) -> bool:
@@ -145,11 +146,13 @@ class Attention(nn.Module):
         x: Float[Tensor, "batch pos d_model"],
         positions: Float[Tensor, "batch pos *heads"],
         cache: LayerKVCache | None = None,
+        integer_positions: Float[Tensor, " pos"] | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
+        """``integer_positions`` turn the first `n_fixed_pairs` pairs (two-axis models only)."""
         q = self.hook_q(_heads_in(x, self.W_Q))
         k = self.hook_k(_heads_in(x, self.W_K))
         v = self.hook_v(_heads_in(x, self.W_V))
-        q, k = rotate_queries_keys(q, k, positions, self.cfg.rope_theta)
+        q, k = rotate_queries_keys(q, k, positions, self.cfg.rope_theta, integer_positions, self.n_fixed_pairs)
         q, k = self.hook_rot_q(q), self.hook_rot_k(k)
         if cache is not None:
             k, v = cache.append(k, v)
@@ -209,9 +212,9 @@ class GatedMLP(nn.Module):
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
         for W in (self.W_gate, self.W_in, self.W_out):
             nn.init.normal_(W, std=cfg.initializer_range)
-        self.hook_pre = HookPoint()
-        self.hook_pre_linear = HookPoint()
-        self.hook_post = HookPoint()
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp]
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         pre = self.hook_pre(x @ self.W_gate)

@@ -27,39 +27,67 @@ def sigmoid_bias_for_one(max_delta: float) -> float:
     return -math.log(max_delta - 1.0)
 
 
+def signed_squash(raw: Tensor, max_delta: float) -> Tensor:
+    """``1 + (max_delta - 1) * tanh(raw / max_delta)``: δ in (2 - max_delta, max_delta).
+
+    Centred on 1, so that δ = 1 at a raw value of exactly 0 (tanh(0) = 0 on every backend): a zero
+    output bias starts the model as exact integer RoPE with no float rounding to hope for (an
+    offset tanh such as ``max_delta * tanh(b)`` hits 1 exactly for some bounds and misses by an ulp
+    for others). The upper bound is the per-layer variant's; the lower one, -8 at the default 10,
+    leaves room for the clearly negative δ of the post. The 1 / max_delta inside makes the slope
+    at δ = 1 equal 1 - 1/max_delta, the slope of the positive ``max_delta * sigmoid`` there, so
+    a signed model's increments move as fast per update as the positive model's: the two differ
+    in the sign range, not in an effective learning rate.
+    """
+    return 1.0 + (max_delta - 1.0) * torch.tanh(raw / max_delta)
+
+
+def signed_range(max_delta: float) -> tuple[float, float]:
+    """The bounds of `signed_squash` (reached in float32, where tanh saturates to ±1)."""
+    return 2.0 - max_delta, max_delta
+
+
 class DeltaMLP(nn.Module):
     """The increment MLP: Linear(d_model -> d_delta) -> GELU -> Linear(-> 1 or n_heads) -> squash.
 
-    ``bounded=False`` (shared variant): reads the token embedding, ``δ = softplus(x)``.
-    ``bounded=True`` (per-layer variant): RMSNorm on the residual stream first, then
+    ``per_layer=False`` (shared variant): reads the token embedding, ``δ = softplus(x)``.
+    ``per_layer=True`` (per-layer variant): RMSNorm on the residual stream first, then
     ``δ = max_delta * sigmoid(x)``; the norm keeps the residual's growing magnitude from driving δ.
+    With ``cfg.signed`` either one squashes by `signed_squash` instead, δ in (2 - max_delta,
+    max_delta), with a zero output bias: a bound is needed (unbounded δ exploded in the reference
+    runs), and a signed model keeps the per-layer variant's upper bound and initial slope.
 
     The output layer's weight starts at zero and its bias at the value that gives δ = 1, so every
     model starts as exact integer RoPE; gradients reach the first layer once the output weight moves.
 
-    Hooks: ``ln.hook_scale`` / ``ln.hook_normalized`` (bounded only), ``hook_pre`` [batch, pos,
+    Hooks: ``ln.hook_scale`` / ``ln.hook_normalized`` (per-layer only), ``hook_pre`` [batch, pos,
     d_delta] before GELU, ``hook_post`` after it, ``hook_raw`` [batch, pos, n_out] before the squash.
     The normalised stream exists only while something hooks ``ln.hook_normalized``; otherwise the
     norm is folded into ``W_in`` (as attention skips its pattern unless it is hooked).
     """
 
-    def __init__(self, cfg: IncrementConfig, bounded: bool):
+    def __init__(self, cfg: IncrementConfig, per_layer: bool):
         super().__init__()
-        self.bounded = bounded
+        self.squash = "tanh" if cfg.signed else "sigmoid" if per_layer else "softplus"
         self.max_delta = cfg.max_delta
         self.n_out = cfg.n_delta_outputs
-        self.ln = RMSNorm(cfg.d_model, cfg.delta_eps) if bounded else None
+        self.ln = RMSNorm(cfg.d_model, cfg.delta_eps) if per_layer else None
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_delta))
         self.b_in = nn.Parameter(torch.zeros(cfg.d_delta))
         self.W_out = nn.Parameter(torch.zeros(cfg.d_delta, self.n_out))
         self.b_out = nn.Parameter(torch.full((self.n_out,), self.bias_for_one()))
         nn.init.normal_(self.W_in, std=cfg.initializer_range)
-        self.hook_pre = HookPoint()
-        self.hook_post = HookPoint()
-        self.hook_raw = HookPoint()
+        self.hook_pre = HookPoint()  # [batch, pos, d_delta]
+        self.hook_post = HookPoint()  # [batch, pos, d_delta]
+        self.hook_raw = HookPoint()  # [batch, pos, n_out]
 
     def bias_for_one(self) -> float:
-        return sigmoid_bias_for_one(self.max_delta) if self.bounded else SOFTPLUS_BIAS_FOR_ONE
+        """The output bias that makes δ exactly 1 while the output weight is zero."""
+        if self.squash == "tanh":
+            return 0.0
+        if self.squash == "sigmoid":
+            return sigmoid_bias_for_one(self.max_delta)
+        return SOFTPLUS_BIAS_FOR_ONE
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos *heads"]:
         """δ for every token, float32: [batch, pos], or [batch, pos, n_heads] with per-head rates."""
@@ -77,8 +105,35 @@ class DeltaMLP(nn.Module):
         post = self.hook_post(F.gelu(pre))
         raw = self.hook_raw(post @ self.W_out + self.b_out)
         raw = raw.float()  # squash in float32 so δ keeps its precision under bf16 autocast
-        delta = self.max_delta * torch.sigmoid(raw) if self.bounded else F.softplus(raw)
+        if self.squash == "tanh":
+            delta = signed_squash(raw, self.max_delta)
+        elif self.squash == "sigmoid":
+            delta = self.max_delta * torch.sigmoid(raw)
+        else:
+            delta = F.softplus(raw)
         return delta.squeeze(-1) if self.n_out == 1 else delta
+
+
+def check_delta_table(table: Tensor, cfg: IncrementConfig) -> None:
+    """Raise ValueError unless ``table`` holds increments this config allows.
+
+    Unsigned: finite and positive (positions only move forward). Signed: finite and inside
+    `signed_range`, the values a signed shared MLP can produce.
+    """
+    if not torch.isfinite(table).all():
+        raise ValueError("delta table must be finite")
+    if cfg.signed:
+        lo, hi = signed_range(cfg.max_delta)
+        if (table < lo).any() or (table > hi).any():
+            raise ValueError(
+                f"signed delta table must lie in [{lo:g}, {hi:g}] (max_delta {cfg.max_delta:g}); "
+                f"got values in [{table.min().item():g}, {table.max().item():g}]"
+            )
+    elif (table <= 0).any():
+        raise ValueError(
+            f"delta table must be positive ({int((table <= 0).sum())} entries are <= 0, the smallest "
+            f"{table.min().item():g}); build the model with signed=True to allow negative increments"
+        )
 
 
 class DeltaTable(nn.Module):

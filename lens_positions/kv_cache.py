@@ -18,9 +18,14 @@ class LayerKVCache:
         self.v: Tensor | None = None
         self.last_position: Tensor | None = None  # [batch] or [batch, n_heads], float32
 
-    def start_position(self, batch: int, device: torch.device) -> Tensor | float:
-        """Position of the token before the next one: 0 for an empty cache."""
+    def start_position(self) -> Tensor | float:
+        """Learned position of the token before the next one: 0 for an empty cache."""
         return 0.0 if self.last_position is None else self.last_position
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens cached in this layer (the integer position of the last one)."""
+        return 0 if self.k is None else self.k.shape[1]
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Add the new keys/values and return the full ones."""
@@ -50,5 +55,4 @@ class IncrementKVCache:
     @property
     def n_tokens(self) -> int:
         """Number of tokens already cached."""
-        k = self.layers[0].k
-        return 0 if k is None else k.shape[1]
+        return self.layers[0].n_tokens

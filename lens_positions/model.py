@@ -25,7 +25,7 @@ from lens_positions import tokenizer
 from lens_positions.block import TransformerBlock
 from lens_positions.components import RMSNorm
 from lens_positions.config import SEPARATOR_ID, IncrementConfig
-from lens_positions.increments import DeltaMLP, DeltaTable
+from lens_positions.increments import DeltaMLP, DeltaTable, check_delta_table
 from lens_positions.kv_cache import IncrementKVCache
 
 TextInput = str | Sequence[str] | Tensor
@@ -64,7 +64,7 @@ class HookedIncrementTransformer(HookedRootModule):
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
         self.delta_mlp = (
-            DeltaMLP(cfg, bounded=False)
+            DeltaMLP(cfg, per_layer=False)
             if cfg.increments == "shared" and not cfg.frozen_deltas
             else None
         )
@@ -332,10 +332,6 @@ class HookedIncrementTransformer(HookedRootModule):
         return out
 
     # ------------------------------------------------------------------ increments
-    @property
-    def n_increment_layers(self) -> int:
-        return self.cfg.n_layers
-
     @torch.no_grad()
     def get_deltas(self, input: TextInput, prepend_bos: bool = True) -> Float[Tensor, "n_layers batch pos *heads"]:
         """Every layer's δ for an input, stacked: [n_layers, batch, pos] (or [..., n_heads])."""
@@ -364,14 +360,15 @@ class HookedIncrementTransformer(HookedRootModule):
         return torch.ones(self.cfg.d_vocab, device=self.W_E.device)
 
     def set_frozen_deltas(self, table: Tensor) -> None:
-        """Load a per-token δ table [d_vocab] (or [d_vocab, n_heads]) into a frozen-deltas model."""
+        """Load a per-token δ table [d_vocab] (or [d_vocab, n_heads]) into a frozen-deltas model.
+
+        Entries must be finite and positive, or with ``signed`` lie in `increments.signed_range`."""
         if self.delta_table is None:
             raise ValueError("this model has no delta table: build it with frozen_deltas=True")
         expected = self.delta_table.deltas.shape
         if tuple(table.shape) != tuple(expected):
             raise ValueError(f"delta table must have shape {tuple(expected)}, got {tuple(table.shape)}")
-        if not torch.isfinite(table).all() or (table <= 0).any():
-            raise ValueError("delta table must be finite and positive")
+        check_delta_table(table, self.cfg)
         self.delta_table.deltas.copy_(table.to(self.delta_table.deltas))
 
     # ------------------------------------------------------------------ generation
@@ -443,7 +440,7 @@ class HookedIncrementTransformer(HookedRootModule):
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | Path, device: str | None = None) -> HookedIncrementTransformer:
-        """Load a shipped model by name (see `lens_positions.list_models()`) or a saved folder."""
+        """Load a shipped model by name (see `lens_positions.checkpoints.list_models`) or a saved folder."""
         from lens_positions.checkpoints import load_pretrained
 
         return load_pretrained(name_or_dir, device=device)

@@ -6,6 +6,17 @@ representable numbers near 1024 is 8, which would erase every increment below th
 
 Pairs are interleaved, as in the reference experiment: dims (2i, 2i+1) of a head form one complex
 number rotated by ``position * theta^(-2i/d_head)``.
+
+Two position axes (``IncrementConfig.learned_fraction`` < 1): the first ``n_fixed`` pairs of each
+head (the highest frequencies) turn by the integer position 1, 2, 3, ... and the rest (the lowest
+frequencies) by the learned one. The high-frequency pairs are what resolve an offset of one
+byte (pair 0 turns a full radian per byte, the last pair of a 32-dim head 1/5600 of one), so
+giving them the integer axis is what keeps exact byte order (previous-byte heads, assembling a
+UTF-8 character) however δ moves; the learned axis gets the pairs whose wavelengths, hundreds to
+tens of thousands of positions, match the word-, clause- and document-scale distances it is
+meant to stretch and compress. The other way round the model would lose exact order (slow
+integer pairs barely tell offset 1 from 2) and its learned fast pairs would wrap around several
+times within a word whenever δ moves.
 """
 
 from __future__ import annotations
@@ -22,19 +33,28 @@ def inverse_frequencies(d_head: int, theta: float, device: torch.device | None =
 
 
 def rotary_cos_sin(
-    positions: Float[Tensor, "batch pos *heads"], d_head: int, theta: float
+    positions: Float[Tensor, "batch pos *heads"],
+    d_head: int,
+    theta: float,
+    integer_positions: Float[Tensor, " pos"] | None = None,
+    n_fixed: int = 0,
 ) -> tuple[Float[Tensor, "batch pos heads_or_1 half"], Float[Tensor, "batch pos heads_or_1 half"]]:
     """cos and sin of the rotation angles for every position (float32).
 
     positions: [batch, pos] (one position per token, broadcast over heads) or
         [batch, pos, n_heads] (per-head positions).
+    integer_positions: [pos], the positions the first ``n_fixed`` pairs turn by (two axes only).
     Returns two tensors of shape [batch, pos, 1 or n_heads, d_head/2].
     """
     if positions.ndim == 2:
         positions = positions.unsqueeze(-1)
     inv_freq = inverse_frequencies(d_head, theta, positions.device)
     with torch.autocast(device_type=positions.device.type, enabled=False):
-        angles = positions.float().unsqueeze(-1) * inv_freq  # [batch, pos, heads_or_1, half]
+        # [batch, pos, heads_or_1, half - n_fixed]
+        angles = positions.float().unsqueeze(-1) * inv_freq[n_fixed:]
+        if n_fixed:
+            fixed = integer_positions.float()[:, None, None] * inv_freq[:n_fixed]  # [pos, 1, n_fixed]
+            angles = torch.cat((fixed.expand(*angles.shape[:-1], n_fixed), angles), dim=-1)
         return angles.cos(), angles.sin()
 
 
@@ -55,8 +75,13 @@ def rotate_queries_keys(
     k: Float[Tensor, "batch pos head_index d_head"],
     positions: Float[Tensor, "batch pos *heads"],
     theta: float,
+    integer_positions: Float[Tensor, " pos"] | None = None,
+    n_fixed: int = 0,
 ) -> tuple[Float[Tensor, "batch pos head_index d_head"], Float[Tensor, "batch pos head_index d_head"]]:
     """`apply_rotary` of queries and keys at ``positions``: the same values, less memory in training.
+
+    With two axes the first ``n_fixed`` pairs turn by ``integer_positions`` [pos] instead (see the
+    module docstring); the gradient reaches ``positions`` through the other pairs only.
 
     Whenever autograd records (training, with learned or fixed positions), this runs as
     `_RotaryQK`. With learned positions its backward keeps only the positions and the rotated
@@ -69,8 +94,8 @@ def rotate_queries_keys(
     """
     needs_grad = positions.requires_grad or q.requires_grad or k.requires_grad
     if torch.is_grad_enabled() and needs_grad:
-        return _RotaryQK.apply(q, k, positions, theta)
-    cos, sin = rotary_cos_sin(positions, q.shape[-1], theta)
+        return _RotaryQK.apply(q, k, positions, theta, integer_positions, n_fixed)
+    cos, sin = rotary_cos_sin(positions, q.shape[-1], theta, integer_positions, n_fixed)
     return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
 
@@ -90,20 +115,22 @@ class _RotaryQK(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, positions: Tensor, theta: float) -> tuple[Tensor, Tensor]:
-        cos, sin = rotary_cos_sin(positions, q.shape[-1], theta)
+    def forward(
+        ctx, q: Tensor, k: Tensor, positions: Tensor, theta: float, integer_positions: Tensor | None, n_fixed: int
+    ) -> tuple[Tensor, Tensor]:
+        cos, sin = rotary_cos_sin(positions, q.shape[-1], theta, integer_positions, n_fixed)
         q_rot, k_rot = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        ctx.theta, ctx.dtypes = theta, (q.dtype, k.dtype)
+        ctx.theta, ctx.n_fixed, ctx.dtypes = theta, n_fixed, (q.dtype, k.dtype)
         ctx.from_output = tuple(x.dtype == torch.float32 for x in (q, k))
         kept = [r if out else x for x, r, out in zip((q, k), (q_rot, k_rot), ctx.from_output, strict=True)]
-        ctx.save_for_backward(positions, *kept)
+        ctx.save_for_backward(positions, integer_positions, *kept)
         return q_rot, k_rot
 
     @staticmethod
     def backward(ctx, grad_q_rot: Tensor, grad_k_rot: Tensor) -> tuple[Tensor | None, ...]:
-        positions, q_kept, k_kept = ctx.saved_tensors
-        d_head = q_kept.shape[-1]
-        cos, sin = rotary_cos_sin(positions, d_head, ctx.theta)
+        positions, integer_positions, q_kept, k_kept = ctx.saved_tensors
+        d_head, n_fixed = q_kept.shape[-1], ctx.n_fixed
+        cos, sin = rotary_cos_sin(positions, d_head, ctx.theta, integer_positions, n_fixed)
         grads: list[Tensor | None] = [None, None]
         grad_angles = None
         for i, (grad, kept) in enumerate(((grad_q_rot, q_kept), (grad_k_rot, k_kept))):
@@ -121,9 +148,10 @@ class _RotaryQK(torch.autograd.Function):
                 grad_angles = part if grad_angles is None else grad_angles + part
         grad_positions = None
         if grad_angles is not None:
-            inv_freq = inverse_frequencies(d_head, ctx.theta, positions.device)
-            grad_positions = (grad_angles * inv_freq).sum(-1)  # [batch, pos, heads_or_1]
+            inv_freq = inverse_frequencies(d_head, ctx.theta, positions.device)[n_fixed:]
+            # only the learned pairs' angles depend on the positions: [batch, pos, heads_or_1]
+            grad_positions = (grad_angles[..., n_fixed:] * inv_freq).sum(-1)
             if positions.ndim == 2:
                 grad_positions = grad_positions.squeeze(-1)
             grad_positions = grad_positions.to(positions.dtype)
-        return grads[0], grads[1], grad_positions, None
+        return grads[0], grads[1], grad_positions, None, None, None

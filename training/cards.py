@@ -101,6 +101,7 @@ def build_card(
 def render_card(card: dict[str, Any]) -> str:
     """Markdown version of the JSON card."""
     final, cfg, meta = card["final"], card["train_config"], card["data"]["meta"]
+    n_ctx = card["model_config"]["n_ctx"]
     lines = [
         f"# lens_positions byte model: {card['variant']}",
         "",
@@ -111,7 +112,7 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         f"- final validation loss: **{final['val_loss']:.4f} nats/byte** "
         f"(**{final['val_bpb']:.4f} bits/byte**) over {final['val_tokens']:,} held-out tokens "
-        f"({final['val_windows']:,} windows of {cfg['n_ctx']})",
+        f"({final['val_windows']:,} windows of {n_ctx})",
         *(
             [f"- out-of-domain loss: **{final['ood_loss']:.4f} nats/byte** "
              f"(**{final['ood_bpb']:.4f} bits/byte**) over {final['ood_tokens']:,} tokens of "
@@ -150,7 +151,7 @@ def render_card(card: dict[str, Any]) -> str:
         f"- AdamW lr {cfg['lr']}, betas ({cfg['beta1']}, {cfg['beta2']}), eps {cfg['adam_eps']}, "
         f"weight decay {cfg['weight_decay']}; {cfg['warmup_steps']} warm-up steps then cosine "
         f"to 0; gradient clipping {cfg['grad_clip']}",
-        f"- batch {cfg['batch_size']} x {cfg['n_ctx']} bytes per step "
+        f"- batch {cfg['batch_size']} x {n_ctx} bytes per step "
         f"(grad accumulation {cfg['grad_accum']}, {card['system']['world_size']} process(es)); "
         f"seed {cfg['seed']}, data seed {cfg['data_seed'] if cfg['data_seed'] is not None else cfg['seed']}",
         f"- device {card['system']['device']}, precision {card['system']['precision']}, "

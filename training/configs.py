@@ -1,7 +1,8 @@
 """Training configurations: one dataclass holding every setting, and the named presets.
 
-`TrainConfig` covers the model architecture, the optimisation, evaluation and bookkeeping, and
-the system settings. Presets (`named_config`):
+`TrainConfig` holds the model's `IncrementConfig` (``cfg.model``: every architecture field,
+rope_theta, d_delta, eps and the variants' signed / learned_fraction included), the optimisation,
+evaluation and bookkeeping, and the system settings. Presets (`named_config`):
 
 - ``paper``: the published setup (256d / 8 heads / 6 layers, SwiGLU 1024, 512-byte context,
   batch 64, 50k steps, AdamW lr 1e-3, weight decay 0.01, 500 warm-up steps, cosine to 0).
@@ -21,10 +22,16 @@ AdamW betas default to (0.9, 0.999), torch's defaults, which the reference exper
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from lens_positions.config import INCREMENT_VARIANTS, IncrementConfig
+from lens_positions.config import IncrementConfig
+
+#: Model fields the training config sets itself: the seed (``TrainConfig.seed`` initialises the
+#: model) and frozen deltas (on exactly when ``frozen_from`` names a source model).
+DERIVED_MODEL_FIELDS = frozenset({"seed", "frozen_deltas"})
+#: `IncrementConfig` fields a training config may set, directly in ``model`` or through `replace`.
+MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(IncrementConfig)) - DERIVED_MODEL_FIELDS
 
 
 @dataclass
@@ -32,14 +39,8 @@ class TrainConfig:
     """Everything that defines a training run (the data directory and output folder aside)."""
 
     # --- model ---------------------------------------------------------------------------------
-    d_model: int = 256
-    n_heads: int = 8
-    n_layers: int = 6
-    d_mlp: int = 1024
-    n_ctx: int = 512
-    increments: str = "none"  # none | shared | per_layer
-    per_head: bool = False
-    max_delta: float = 10.0
+    # The architecture, as the model gets it (seed and frozen_deltas are set from the fields below).
+    model: IncrementConfig = field(default_factory=IncrementConfig)
     # Folder of a trained shared model (save_pretrained output or a run folder with final/):
     # its per-token deltas become the fixed table of a frozen-deltas model.
     frozen_from: str | None = None
@@ -78,10 +79,12 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None = CPU cores / processes on this node
 
     def __post_init__(self) -> None:
-        if self.increments not in INCREMENT_VARIANTS:
-            raise ValueError(
-                f"unknown increments {self.increments!r}; expected one of {', '.join(INCREMENT_VARIANTS)}"
-            )
+        if not isinstance(self.model, IncrementConfig):
+            raise TypeError(f"model must be an IncrementConfig, got {type(self.model).__name__}")
+        frozen = self.frozen_from is not None
+        if self.model.seed != self.seed or self.model.frozen_deltas != frozen:
+            # validated again: frozen_from with a non-shared model is refused by IncrementConfig
+            self.model = dataclasses.replace(self.model, seed=self.seed, frozen_deltas=frozen)
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
@@ -94,7 +97,6 @@ class TrainConfig:
             "eval_batch_size",
             "log_every",
             "checkpoint_every",
-            "n_ctx",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -123,36 +125,59 @@ class TrainConfig:
     @property
     def variant_name(self) -> str:
         """Short variant name (none, shared, per-layer, shared-per-head, frozen, ...)."""
-        return self.model_config().variant_name
+        return self.model.variant_name
 
     def model_config(self) -> IncrementConfig:
-        """The model's architecture (frozen deltas when a source model is named)."""
-        return IncrementConfig(
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            n_layers=self.n_layers,
-            d_mlp=self.d_mlp,
-            n_ctx=self.n_ctx,
-            increments=self.increments,
-            per_head=self.per_head,
-            frozen_deltas=self.frozen_from is not None,
-            max_delta=self.max_delta,
-            seed=self.seed,
-        )
+        """A copy of the model's architecture, for building one model."""
+        return dataclasses.replace(self.model)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-ready: the training fields, and the model's under ``model`` (derived ones left out)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
+        model = {k: v for k, v in self.model.to_dict().items() if k not in DERIVED_MODEL_FIELDS}
+        return {"model": model, **out}
+
+    def flat_dict(self) -> dict[str, Any]:
+        """`to_dict` with the model's fields as ``model.<name>`` keys (for comparing two configs)."""
+        data = self.to_dict()
+        return {**{f"model.{k}": v for k, v in data.pop("model").items()}, **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`. Unknown keys are an error.
+
+        Also reads the flat layout of runs made before the model config was nested (model
+        fields such as ``d_model`` or ``increments`` beside the training ones); fields such a
+        run could not set take their defaults, which are what it used.
+        """
+        data = dict(data)
+        model = dict(data.pop("model", None) or {})
+        for name in sorted(set(data) & MODEL_FIELDS):
+            if name in model:
+                raise ValueError(f"training config sets {name!r} both at the top level and under 'model'")
+            model[name] = data.pop(name)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
-        return cls(**data)
+        model = {k: v for k, v in model.items() if k not in DERIVED_MODEL_FIELDS}
+        return cls(model=IncrementConfig.from_dict(model), **data)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again).
+
+        Model fields may be named directly (``replace(increments="per_layer", signed=True)``).
+        """
+        model_changes = {k: changes.pop(k) for k in list(changes) if k in MODEL_FIELDS}
+        if "frozen_deltas" in changes:
+            raise ValueError("frozen_deltas follows from frozen_from (a source model's folder): set that")
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        if model_changes or "frozen_from" in changes:
+            frozen = changes.get("frozen_from", self.frozen_from) is not None
+            model = changes.get("model", self.model)
+            changes["model"] = dataclasses.replace(model, frozen_deltas=frozen, **model_changes)
         return dataclasses.replace(self, **changes)
 
 
@@ -187,11 +212,7 @@ def _cpu() -> TrainConfig:
     # 4,000 steps x 32 x 256 = 33M tokens take about an hour, evaluations included.
     # Other jobs on the same cores slow it down several-fold: check the load first.
     return TrainConfig(
-        d_model=128,
-        n_heads=4,
-        n_layers=4,
-        d_mlp=512,
-        n_ctx=256,
+        model=IncrementConfig(d_model=128, n_heads=4, n_layers=4, d_mlp=512, n_ctx=256),
         steps=4_000,
         batch_size=32,
         warmup_steps=300,
@@ -205,11 +226,7 @@ def _cpu() -> TrainConfig:
 
 def _tiny() -> TrainConfig:
     return TrainConfig(
-        d_model=32,
-        n_heads=2,
-        n_layers=2,
-        d_mlp=64,
-        n_ctx=32,
+        model=IncrementConfig(d_model=32, n_heads=2, n_layers=2, d_mlp=64, n_ctx=32),
         steps=200,
         batch_size=8,
         lr=3e-3,

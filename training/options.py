@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lens_positions.config import INCREMENT_VARIANTS
 from training import checkpointing
 from training.configs import NAMED_CONFIGS, PRECISIONS, TrainConfig, named_config
 from training.frozen import source_config
@@ -37,8 +38,11 @@ class Override:
 
 
 OVERRIDES: tuple[Override, ...] = (
-    Override("--increments", "increments", str, "position increments", ("none", "shared", "per_layer")),
-    Override("--max-delta", "max_delta", float, "bound of per-layer δ (max_delta * sigmoid)"),
+    Override("--increments", "increments", str, "position increments", INCREMENT_VARIANTS),
+    Override("--max-delta", "max_delta", float, "bound of per-layer and signed δ"),
+    Override("--learned-fraction", "learned_fraction", float,
+             "fraction of each head's rotary pairs (the lowest-frequency ones) turned by the learned "
+             "position; the rest turn by the integer position (1 = all learned)"),
     Override("--frozen-from", "frozen_from", str,
              "trained shared model (folder or run folder): train with its per-token δ frozen"),
     Override("--d-model", "d_model", int, "residual width"),
@@ -46,6 +50,9 @@ OVERRIDES: tuple[Override, ...] = (
     Override("--n-layers", "n_layers", int, "transformer blocks"),
     Override("--d-mlp", "d_mlp", int, "SwiGLU hidden width"),
     Override("--n-ctx", "n_ctx", int, "context length in bytes"),
+    Override("--d-delta", "d_delta", int, "hidden width of the increment MLP (default d_model / 4)"),
+    Override("--rope-theta", "rope_theta", float, "RoPE base"),
+    Override("--eps", "eps", float, "epsilon of the transformer's RMSNorms"),
     Override("--steps", "steps", int, "optimizer updates"),
     Override("--batch-size", "batch_size", int, "sequences per update, over all processes"),
     Override("--grad-accum", "grad_accum", int, "micro-batches per update"),
@@ -68,7 +75,7 @@ OVERRIDES: tuple[Override, ...] = (
     Override("--workers", "workers", int, "DataLoader processes producing training windows"),
     Override("--threads", "threads", int, "torch CPU threads (default: cores / processes)"),
 )
-VARIANT_FIELDS = ("increments", "per_head", "frozen_from")
+VARIANT_FIELDS = ("increments", "per_head", "frozen_from", "learned_fraction")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, variant_flags: bool = True) -> None:
@@ -83,6 +90,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, variant_flags: bool
     if variant_flags:
         group.add_argument("--per-head", dest="per_head", action="store_true", default=None,
                            help="one δ per attention head")
+        group.add_argument("--signed", dest="signed", action="store_true", default=None,
+                           help="δ may be negative: 1 + (max_delta - 1) * tanh(x / max_delta)")
     group.add_argument("--betas", nargs=2, type=float, metavar=("BETA1", "BETA2"), default=None,
                        help="AdamW betas (default 0.9 0.999)")
     group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -107,7 +116,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         for o in OVERRIDES
         if getattr(args, o.field, None) is not None
     }
-    for name in ("per_head", "compile", "paired_init"):
+    for name in ("per_head", "signed", "compile", "paired_init"):
         if getattr(args, name, None) is not None:
             out[name] = getattr(args, name)
     if getattr(args, "betas", None) is not None:
@@ -129,13 +138,15 @@ def resolve_config(
 ) -> TrainConfig:
     """Preset (or the stored config when resuming without one) + overrides.
 
-    ``--frozen-from`` without ``--increments`` / ``--per-head`` takes both from the source model.
+    ``--frozen-from`` without ``--increments`` / ``--per-head`` / ``--signed`` takes them from the
+    source model.
     """
     overrides = dict(overrides)
     if overrides.get("frozen_from"):
         source = source_config(overrides["frozen_from"])
         overrides.setdefault("increments", "shared")
         overrides.setdefault("per_head", source.per_head)
+        overrides.setdefault("signed", source.signed)
     if preset is not None:
         return named_config(preset).replace(**overrides)
     if resume and (stored := stored_config(out_dir)) is not None:

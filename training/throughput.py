@@ -72,9 +72,9 @@ def measure(
     def update(bench: _Bench) -> None:
         nonlocal step
         if tokens is not None:
-            x, y = train_batch(tokens, step, cfg.batch_size, cfg.n_ctx, seed=cfg.windows_seed)
+            x, y = train_batch(tokens, step, cfg.batch_size, cfg.model.n_ctx, seed=cfg.windows_seed)
         else:
-            window = torch.randint(0, 257, (cfg.batch_size, cfg.n_ctx + 1), generator=generator)
+            window = torch.randint(0, 257, (cfg.batch_size, cfg.model.n_ctx + 1), generator=generator)
             x, y = window[:, :-1], window[:, 1:]
         step += 1
         x, y = x.to(device), y.to(device)
@@ -101,7 +101,7 @@ def measure(
             for _ in range(steps_per_turn):
                 update(bench)
             sync()
-            bench.rates.append(steps_per_turn * cfg.batch_size * cfg.n_ctx / (time.perf_counter() - t0))
+            bench.rates.append(steps_per_turn * cfg.batch_size * cfg.model.n_ctx / (time.perf_counter() - t0))
     return {
         b.name: {
             "tokens_per_s_median": statistics.median(b.rates),
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     result = measure(cfg, args.variants, args.seconds, args.data)
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"config {args.config}: batch {cfg.batch_size} x {cfg.n_ctx}, {torch.get_num_threads()} CPU threads, "
+    print(f"config {args.config}: batch {cfg.batch_size} x {cfg.model.n_ctx}, {torch.get_num_threads()} CPU threads, "
           f"load average {load_before:.2f} -> {load_after:.2f}")
     print("| variant | parameters | tokens/s (median) | tokens/s (best) |")
     print("|---|---:|---:|---:|")

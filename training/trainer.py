@@ -104,12 +104,11 @@ def build_model(cfg: TrainConfig, load_table: bool = True) -> HookedIncrementTra
     the table is a buffer of the checkpointed state (the source may have moved since).
     """
     model = HookedIncrementTransformer(cfg.model_config())
-    if cfg.paired_init and cfg.increments != "none":
+    if cfg.paired_init and cfg.model.increments != "none":
         # Without this the increment modules, created between the embedding and the blocks or
         # inside each block, shift the random stream and every variant starts from other weights.
-        base = HookedIncrementTransformer(
-            cfg.replace(increments="none", per_head=False, frozen_from=None).model_config()
-        )
+        plain = dict(increments="none", per_head=False, signed=False, learned_fraction=1.0)
+        base = HookedIncrementTransformer(cfg.replace(frozen_from=None, **plain).model_config())
         own = model.state_dict()
         common = {k: v for k, v in base.state_dict().items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(common, strict=False)
@@ -142,8 +141,11 @@ def data_fingerprint(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_differences(stored: TrainConfig, requested: TrainConfig, fields: set[str] | None = None) -> list[str]:
-    """Fields (outside `RUNTIME_FIELDS`) where the requested config differs from the stored one."""
-    a, b = stored.to_dict(), requested.to_dict()
+    """Fields (outside `RUNTIME_FIELDS`) where the requested config differs from the stored one.
+
+    Model fields are named ``model.<name>``.
+    """
+    a, b = stored.flat_dict(), requested.flat_dict()
     names = set(a) if fields is None else fields
     return [f"{k}: checkpoint {a[k]!r} vs requested {b[k]!r}" for k in sorted(names - RUNTIME_FIELDS) if a[k] != b[k]]
 
@@ -282,12 +284,12 @@ class _Run:
         if cfg.workers == 0:
             for step in range(self.step, cfg.steps):
                 yield train_batch(
-                    self.train_tokens, step, self.per_rank, cfg.n_ctx,
+                    self.train_tokens, step, self.per_rank, cfg.model.n_ctx,
                     seed=cfg.windows_seed, rank=self.ctx.rank, world_size=self.ctx.world_size,
                 )
             return
         dataset = TrainWindows(
-            self.data_dir, self.per_rank, cfg.n_ctx, seed=cfg.windows_seed, rank=self.ctx.rank,
+            self.data_dir, self.per_rank, cfg.model.n_ctx, seed=cfg.windows_seed, rank=self.ctx.rank,
             world_size=self.ctx.world_size, start_step=self.step, end_step=cfg.steps,
         )
         yield from DataLoader(
@@ -296,7 +298,7 @@ class _Run:
         )
 
     def _delta_sample(self) -> Tensor:
-        x, _ = next(val_batches(self.val_tokens, self.cfg.n_ctx, DELTA_SAMPLE_WINDOWS, max_windows=DELTA_SAMPLE_WINDOWS))
+        x, _ = next(val_batches(self.val_tokens, self.cfg.model.n_ctx, DELTA_SAMPLE_WINDOWS, max_windows=DELTA_SAMPLE_WINDOWS))
         return x.to(self.device)
 
     # -------------------------------------------------------------------------------- saving
@@ -364,7 +366,7 @@ class _Run:
 
         train_model: nn.Module = model
         if self.ctx.enabled:
-            # Buffers (RoPE tables, a frozen δ table) never change, so skip re-broadcasting them.
+            # Buffers (a frozen δ table) never change, so skip re-broadcasting them.
             train_model = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
                 broadcast_buffers=False,
@@ -399,7 +401,7 @@ class _Run:
         cfg, device, ctx = self.cfg, self.device, self.ctx
         session_t0 = time.monotonic()
         elapsed = lambda: self.elapsed_before + time.monotonic() - session_t0  # noqa: E731
-        tokens_per_update = cfg.batch_size * cfg.n_ctx
+        tokens_per_update = cfg.batch_size * cfg.model.n_ctx
         check_every = 1 if device.type == "cpu" else cfg.log_every
         # Non-finite tracking on the device: (first bad update or -1, its loss, its grad norm).
         bad = torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64, device=device)
@@ -494,12 +496,12 @@ class _Run:
     def _evaluate(self, model: HookedIncrementTransformer, log: MetricsLog | None,
                   max_windows: int | None, kind: str, delta_sample: Tensor | None,
                   elapsed: float) -> dict[str, Any]:
-        result = evaluate(model, self.val_tokens, self.cfg.n_ctx, self.cfg.eval_batch_size,
+        result = evaluate(model, self.val_tokens, self.cfg.model.n_ctx, self.cfg.eval_batch_size,
                           max_windows, self.device, self.precision, self.ctx)
         if self.ood_tokens is not None:
             # Spread: the ood split holds whole sources one after another in document order, so
             # the first windows would all come from one source.
-            result.update(evaluate(model, self.ood_tokens, self.cfg.n_ctx, self.cfg.eval_batch_size,
+            result.update(evaluate(model, self.ood_tokens, self.cfg.model.n_ctx, self.cfg.eval_batch_size,
                                    max_windows, self.device, self.precision, self.ctx,
                                    prefix=OOD, spread=True))
         record: dict[str, Any] = {"kind": kind, "step": self.step, **result, "elapsed_s": elapsed}

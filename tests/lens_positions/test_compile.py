@@ -19,6 +19,9 @@ VARIANTS = [
     dict(increments="shared", per_head=True),
     dict(increments="per_layer"),
     dict(increments="per_layer", per_head=True),
+    dict(increments="per_layer", signed=True),
+    dict(increments="per_layer", per_head=True, learned_fraction=0.5),
+    dict(increments="shared", signed=True, learned_fraction=0.5),
 ]
 
 
@@ -27,7 +30,7 @@ def _model(**kwargs) -> HookedIncrementTransformer:
     return HookedIncrementTransformer(cfg)
 
 
-@pytest.mark.parametrize("kwargs", VARIANTS, ids=lambda k: "-".join(str(v) for v in k.values()))
+@pytest.mark.parametrize("kwargs", VARIANTS, ids=lambda k: "-".join(f"{n}={v}" for n, v in k.items()))
 def test_every_variant_compiles_without_graph_breaks(kwargs):
     dynamo.reset()
     model = _model(**kwargs)
@@ -37,11 +40,12 @@ def test_every_variant_compiles_without_graph_breaks(kwargs):
     assert explained.graph_count == 1
 
 
-def test_compiled_training_step_matches_eager():
+@pytest.mark.parametrize("extra", [{}, dict(signed=True, learned_fraction=0.5)], ids=["plain", "signed-two-axis"])
+def test_compiled_training_step_matches_eager(extra):
     """AOT autograd traces the custom rotary backward; loss and gradients agree with eager."""
     dynamo.reset()
-    eager = _model(increments="per_layer", per_head=True)
-    compiled_model = _model(increments="per_layer", per_head=True)
+    eager = _model(increments="per_layer", per_head=True, **extra)
+    compiled_model = _model(increments="per_layer", per_head=True, **extra)
     compiled_model.load_state_dict(eager.state_dict())
     # give δ some spread so the rotary gradient is not the δ = 1 special case
     with torch.no_grad():

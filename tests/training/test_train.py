@@ -101,11 +101,11 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 def test_named_configs():
     paper = named_config("paper")
-    assert (paper.d_model, paper.n_heads, paper.n_layers, paper.d_mlp, paper.n_ctx) == (256, 8, 6, 1024, 512)
+    assert (paper.model.d_model, paper.model.n_heads, paper.model.n_layers, paper.model.d_mlp, paper.model.n_ctx) == (256, 8, 6, 1024, 512)
     assert (paper.batch_size, paper.steps, paper.lr, paper.warmup_steps) == (64, 50_000, 1e-3, 500)
     assert (paper.weight_decay, paper.grad_clip) == (0.01, 1.0)
     cpu = named_config("cpu")
-    assert (cpu.d_model, cpu.n_heads, cpu.n_layers, cpu.d_mlp, cpu.n_ctx) == (128, 4, 4, 512, 256)
+    assert (cpu.model.d_model, cpu.model.n_heads, cpu.model.n_layers, cpu.model.d_mlp, cpu.model.n_ctx) == (128, 4, 4, 512, 256)
     assert named_config("paper") is not named_config("paper")  # fresh copies
     with pytest.raises(ValueError, match="unknown config"):
         named_config("huge")
