@@ -17,6 +17,10 @@ to the shipped default model and texts to the held-out sample shipped with the p
 - `analyses.position_patching`: integer / flattened / foreign positions per layer; entity patching.
 - `analyses.delta_attribution`: which upstream components set each layer's δ.
 - `analyses.learned_axis_attention`: attention measured and drawn on the learned axis.
+- `analyses.token_increments`: δ per token category and the word-start AUC on a pretrained rotary
+  model with grafted increments (``--model`` defaults to the shipped ``smollm2-135m-per-layer``
+  adapter, texts to the English held-out sample); `analyses.word_index_probes` hands such models
+  to `analyses._word_index_bpe`, the probes' BPE protocol.
 - `analyses.results`: all of the above on the shipped models, in one document (RESULTS.md).
 
 Shared helpers (models, texts, windows, batched runs, results, commands) live in
@@ -35,4 +39,5 @@ MODULES: tuple[str, ...] = (
     "position_patching",
     "delta_attribution",
     "learned_axis_attention",
+    "token_increments",
 )

@@ -104,7 +104,12 @@ MAX_WINDOW = 512
 # ---------------------------------------------------------------------------------------- models
 def load_model(name_or_dir: str | Path, device: str | None = None) -> HookedIncrementTransformer:
     """A shipped model by name or a checkpoint folder (``from_pretrained`` returns it in eval
-    mode)."""
+    mode); a pretrained rotary model's name or HF folder (`lens_positions.rotary_models`, e.g.
+    ``smollm2-135m-per-layer``) gives its grafted bridge instead, for the analyses made for one."""
+    from lens_positions.rotary_models import is_rotary_model_name, load_named_rotary
+
+    if is_rotary_model_name(name_or_dir):
+        return load_named_rotary(name_or_dir, device=device or "cpu")
     return HookedIncrementTransformer.from_pretrained(name_or_dir, device=device)
 
 
@@ -535,8 +540,10 @@ def model_from_args(args: argparse.Namespace) -> HookedIncrementTransformer:
     torch.set_num_threads(max(1, args.threads))
     model = load_model(args.model, device=args.device)
     cfg = model.cfg
+    # a rotary bridge's TransformerLens config has no variant name; its graft names the variant
+    variant = getattr(cfg, "variant_name", None) or getattr(model, "increments", "?")
     print(
-        f"model {args.model}: {cfg.variant_name}, {cfg.n_layers} layers x {cfg.n_heads} heads, "
+        f"model {args.model}: {variant}, {cfg.n_layers} layers x {cfg.n_heads} heads, "
         f"d_model {cfg.d_model}, n_ctx {cfg.n_ctx}",
         file=sys.stderr,
     )

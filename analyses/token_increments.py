@@ -14,20 +14,23 @@ models opened by `lens_positions.load_rotary_model` (e.g. ``smollm2-135m-per-lay
   position opens after the previous token); ROC-AUC per layer (0.5 = δ does not separate them;
   above 0.5 = word starts get larger gaps).
 
-Command::
+Texts default to the English held-out sample shipped with the package
+(``lens_positions/assets/heldout/en.jsonl``: validation documents under the same hash rule);
+``--data`` reads other JSON-lines or text files, of which ``--held-out FRACTION`` keeps only the
+hash-held-out documents (default 0.03, the graft's split).
 
-    python -m analyses.token_increments --model smollm2-135m-per-layer \\
-        --data /work/data/corpus-v1/en.jsonl --out results/token_increments/smollm2-135m-per-layer
+Command (``--model`` defaults to the shipped adapter ``smollm2-135m-per-layer``)::
+
+    python -m analyses.token_increments --max-windows 16 \\
+        --out results/token_increments/smollm2-135m-per-layer
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import sys
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,9 +39,16 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from analyses._common import markdown_table, save_table
-from lens_positions.atomic import write_text_atomic
-from training.corpus import content_key
+from analyses import _common
+from analyses._common import InputError, Result, markdown_table
+from lens_positions.samples import content_key, sample_file
+
+__all__ = ["CATEGORIES", "DEFAULT_MODEL_OVERRIDE", "Params", "build_parser", "category",
+           "content_key", "main", "run", "token_deltas", "token_tables"]
+
+#: This analysis needs a pretrained rotary model (`lens_positions.rotary_models`), not the
+#: shipped byte-level default: ``--model`` defaults to the shipped graft adapter instead.
+DEFAULT_MODEL_OVERRIDE = "smollm2-135m-per-layer"
 
 CATEGORIES = ("word start", "continuation", "digits", "sentence punct . ! ?", "other punct , ; : -",
               "newline", "CJK", "other")
@@ -67,20 +77,6 @@ def category(text: str) -> str:
     return "other"
 
 
-def heldout_texts(path: Path, val_fraction: float = 0.03, max_docs: int | None = None) -> list[str]:
-    """The documents of a jsonl file that the hash rule holds out."""
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                text = json.loads(line)["text"]
-                if text and content_key(text) / 2**64 < val_fraction:
-                    out.append(text)
-                    if max_docs and len(out) >= max_docs:
-                        break
-    return out
-
-
 @torch.no_grad()
 def token_deltas(model: nn.Module, texts: Sequence[str], n_ctx: int, max_windows: int,
                  batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,9 +99,10 @@ def token_deltas(model: nn.Module, texts: Sequence[str], n_ctx: int, max_windows
     return windows[:, 1:].flatten().numpy(), torch.cat(deltas, dim=1).float().numpy()
 
 
-def run(model: nn.Module, texts: Sequence[str], n_ctx: int = 256, max_windows: int = 32,
-        batch_size: int = 4) -> dict[str, Any]:
-    """Category table (mean δ per layer and count) and word-start AUC per layer."""
+def token_tables(model: nn.Module, texts: Sequence[str], n_ctx: int = 256, max_windows: int = 32,
+                 batch_size: int = 4) -> dict[str, Any]:
+    """Category table (mean δ per layer and count) and word-start AUC per layer, from
+    `token_deltas`: ``{"categories", "auc", "tokens"}``."""
     ids, deltas = token_deltas(model, texts, n_ctx, max_windows, batch_size)
     tok = model.tokenizer
     texts_of = {i: tok.decode([i]) for i in np.unique(ids).tolist()}
@@ -126,40 +123,88 @@ def run(model: nn.Module, texts: Sequence[str], n_ctx: int = 256, max_windows: i
     return {"categories": pd.DataFrame(rows), "auc": pd.DataFrame(auc), "tokens": int(len(ids))}
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="python -m analyses.token_increments", description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, help="smollm2-135m, smollm2-135m-per-layer, an HF folder")
-    p.add_argument("--data", required=True, help="jsonl file (field 'text'); its hash-held-out documents are read")
-    p.add_argument("--out", default=None)
-    p.add_argument("--n-ctx", type=int, default=256)
-    p.add_argument("--max-windows", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    from lens_positions.rotary_models import load_named_rotary
+@dataclass
+class Params:
+    """Options of `run` (the command's flags of the same names)."""
 
-    model = load_named_rotary(args.model)
-    result = run(model, heldout_texts(Path(args.data)), args.n_ctx, args.max_windows, args.batch_size)
-    out = Path(args.out or f"results/token_increments/{Path(args.model).name}")
-    save_table(result["categories"], out, "categories")
-    save_table(result["auc"], out, "word_start_auc")
+    data: list[str] | None = None
+    held_out: float = 0.03
+    max_docs: int | None = None
+    n_ctx: int = 256
+    max_windows: int = 32
+    batch_size: int = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analyses.token_increments", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    _common.add_common_args(parser, "out/token_increments", batch_size=4)
+    parser.set_defaults(model=DEFAULT_MODEL_OVERRIDE)
+    parser.add_argument(
+        "--data", nargs="+", default=None,
+        help="JSON lines (field 'text') or plain text files (default: the shipped English "
+        "held-out sample, lens_positions/assets/heldout/en.jsonl)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--held-out", type=float, default=0.03, metavar="FRACTION",
+        help="keep only documents of the hash split's validation set with this fraction "
+        "(default 0.03, the graft's split; 1 keeps every document)",
+    )  # fmt: skip
+    parser.add_argument("--max-docs", type=int, default=None, help="documents read per file")
+    parser.add_argument("--n-ctx", type=int, default=256, help="tokens per window after BOS")
+    parser.add_argument("--max-windows", type=int, default=32, help="windows (default 32)")
+    for action in parser._actions:  # name the rotary default in --model's help
+        if action.dest == "model":
+            action.help = ("pretrained rotary model: smollm2-135m, a shipped adapter or an HF "
+                           f"folder (default {DEFAULT_MODEL_OVERRIDE})")
+    return parser
+
+
+def run(model: nn.Module, params: Params) -> Result:
+    """δ per token category and the word-start AUC per layer of ``model`` (a
+    `lens_positions.load_rotary_model` bridge) over the held-out documents of ``params.data``:
+    tables ``categories`` (count and mean δ per layer) and ``word_start_auc``."""
+    p = params
+    files = p.data or [str(sample_file("en"))]
+    texts = _common.read_text_files(files, max_docs=p.max_docs, held_out=p.held_out)
+    if not texts:
+        raise InputError(f"no held-out document (fraction {p.held_out}) in {', '.join(files)}; "
+                         "--held-out 1 keeps every document")
+    try:
+        result = token_tables(model, texts, p.n_ctx, p.max_windows, p.batch_size)
+    except ValueError as e:  # too little text for one window
+        raise InputError(str(e)) from e
     cats = result["categories"]
     layers = [c for c in cats.columns if c.startswith("L")]
     summary = cats[["category", "tokens"]].assign(
         **{"mean δ (all layers)": cats[layers].mean(axis=1), "min layer mean": cats[layers].min(axis=1),
            "max layer mean": cats[layers].max(axis=1)})
+    spec = getattr(model, "base_spec", None)
+    name = getattr(spec, "name", None) or type(model).__name__
+    n_windows = result["tokens"] // p.n_ctx
+    source = ", ".join(p.data) if p.data else (
+        "the shipped English held-out sample (lens_positions/assets/heldout/en.jsonl)")
     text = "\n".join([
-        f"# δ per token category and word-start AUC: {args.model}", "",
-        f"Command: `python -m analyses.token_increments {' '.join(argv)}`", "",
-        f"{result['tokens']:,} held-out tokens ({args.max_windows} windows of {args.n_ctx} after BOS).", "",
-        "## δ per category (mean over tokens; summary over layers)", "", markdown_table(summary, default_format=".5f"), "",
+        f"# δ per token category and word-start AUC: {name} ({model.increments} increments)", "",
+        f"{result['tokens']:,} held-out tokens ({n_windows} windows of {p.n_ctx} after BOS) "
+        f"from {len(texts)} documents of {source}.", "",
+        "## δ per category (mean over tokens; summary over layers)", "",
+        markdown_table(summary, default_format=".5f"), "",
         "## δ per category and layer", "", markdown_table(cats, default_format=".4f"), "",
         "## Word start vs continuation: ROC-AUC of δ per layer", "", markdown_table(result["auc"]), "",
     ])
-    write_text_atomic(out / "README.md", text)
-    print(text)
+    return Result(
+        text,
+        tables={"categories": cats, "word_start_auc": result["auc"]},
+        facts={"tokens": result["tokens"], "windows": n_windows, "documents": len(texts),
+               "n_layers": len(model.blocks), "increments": model.increments},
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> Result:
+    return _common.command_main("token_increments", argv)
 
 
 if __name__ == "__main__":

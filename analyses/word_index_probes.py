@@ -582,9 +582,9 @@ def main(argv: Sequence[str] | None = None) -> Result | None:
     args = list(sys.argv[1:] if argv is None else argv)
     model_arg = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--model"), None)
     if model_arg is not None and is_rotary_model_name(model_arg):
-        from analyses import word_index_bpe
+        from analyses import _word_index_bpe
 
-        return word_index_bpe.main(args)
+        return _word_index_bpe.main(args)
     return command_main("word_index_probes", argv)
 
 

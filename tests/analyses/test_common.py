@@ -190,7 +190,8 @@ def test_markdown_table_escapes_and_word_list():
 
 def test_every_analysis_has_the_one_shape_and_runs_without_arguments():
     """Params + build_parser + run + main in every module of `analyses.MODULES`; parsing no
-    arguments gives the shipped default model and texts that exist (the held-out sample)."""
+    arguments gives the shipped default model (or, for a module with ``DEFAULT_MODEL_OVERRIDE``,
+    that shipped rotary model) and texts that exist (the held-out sample)."""
     import dataclasses
     import importlib
     from pathlib import Path
@@ -198,6 +199,7 @@ def test_every_analysis_has_the_one_shape_and_runs_without_arguments():
     import analyses
     from analyses._common import DEFAULT_MODEL, default_text_files, params_from_args
     from lens_positions.checkpoints import list_models
+    from lens_positions.rotary_models import rotary_model_names
 
     on_disk = {p.stem for p in Path(analyses.__file__).parent.glob("*.py") if not p.stem.startswith("_")}
     assert on_disk == set(analyses.MODULES)
@@ -211,7 +213,10 @@ def test_every_analysis_has_the_one_shape_and_runs_without_arguments():
         assert "REFERENCE" not in parser.format_help()
         args = parser.parse_args([])
         if getattr(mod, "NEEDS_MODEL", True):
-            assert args.model == DEFAULT_MODEL
+            # a module made for pretrained rotary models names a shipped one of those instead
+            override = getattr(mod, "DEFAULT_MODEL_OVERRIDE", None)
+            assert override is None or override in rotary_model_names(), (name, override)
+            assert args.model == (override or DEFAULT_MODEL), name
         # every field comes from an option, with the same default: run(model, Params()) is the
         # command without arguments
         fields = {f.name for f in dataclasses.fields(mod.Params)}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
 from analyses import token_increments as ti
-from lens_positions.rotary_models import load_rotary_model, save_tiny_llama
+from analyses._common import InputError, Result
+from lens_positions.rotary_models import is_rotary_model_name, load_rotary_model, save_tiny_llama
+from lens_positions.samples import sample_file
 
 
 @pytest.mark.parametrize("text, want", [
@@ -24,7 +27,7 @@ def test_categories(text, want):
 def test_tables_on_tiny_llama(tmp_path):
     model = load_rotary_model(save_tiny_llama(tmp_path / "tiny"), increments="per_layer")
     texts = ["the quick brown fox jumps over the lazy dog. when the cat sat on the mat, 42!\n"] * 6
-    base = ti.run(model, texts, n_ctx=32, max_windows=4)
+    base = ti.token_tables(model, texts, n_ctx=32, max_windows=4)
     assert base["tokens"] == 4 * 32
     cats = base["categories"]
     assert set(cats.category) >= {"word start", "continuation", "newline"}
@@ -41,7 +44,7 @@ def test_tables_on_tiny_llama(tmp_path):
 
     try:
         with model.hooks(fwd_hooks=[(f"blocks.{i}.hook_delta", set_delta) for i in range(2)]):
-            moved = ti.run(model, texts, n_ctx=32, max_windows=4)
+            moved = ti.token_tables(model, texts, n_ctx=32, max_windows=4)
     finally:
         handle.remove()
     assert (moved["auc"].auc == 1.0).all()
@@ -50,10 +53,36 @@ def test_tables_on_tiny_llama(tmp_path):
     assert row.loc["continuation", "L1"] == pytest.approx(1.0)
 
 
-def test_heldout_texts_uses_the_hash_rule(tmp_path):
+def test_run_reads_only_held_out_documents_and_returns_a_result(tmp_path):
+    """run(model, Params) on a file: only hash-held-out documents are read (the tokens of the one
+    held-out document fill the windows), tables as token_tables gives them; no document or too
+    little text is a usage error (InputError) naming the problem."""
+    model = load_rotary_model(save_tiny_llama(tmp_path / "tiny"), increments="per_layer")
+    docs = [f"document number {i} about the quick brown fox and the lazy dog" for i in range(200)]
+    held = [d for d in docs if ti.content_key(d) / 2**64 < 0.03]
+    assert 0 < len(held) < 20
     path = tmp_path / "d.jsonl"
-    docs = [f"document number {i}" for i in range(400)]
     path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    held = ti.heldout_texts(path)
-    assert 0 < len(held) < 40
-    assert all(ti.content_key(d) / 2**64 < 0.03 for d in held)
+    n_ctx = 8
+    params = ti.Params(data=[str(path)], n_ctx=n_ctx, max_windows=1000, batch_size=2)
+    result = ti.run(model, params)
+    assert isinstance(result, Result) and set(result.tables) == {"categories", "word_start_auc"}
+    tok = model.tokenizer
+    n_stream = sum(len(tok(d, add_special_tokens=False)["input_ids"]) + 1 for d in held)
+    assert result.facts["documents"] == len(held)
+    assert result.facts["tokens"] == (n_stream // n_ctx) * n_ctx
+    want = ti.token_tables(model, held, n_ctx, 1000, 2)
+    pd.testing.assert_frame_equal(result.tables["categories"], want["categories"])
+    assert "# δ per token category" in result.markdown
+    with pytest.raises(InputError, match="no held-out document"):
+        ti.run(model, ti.Params(data=[str(path)], held_out=0.0))
+    with pytest.raises(InputError, match="less than one window"):
+        ti.run(model, ti.Params(data=[str(path)], n_ctx=10**6))
+
+
+def test_command_defaults_to_the_shipped_adapter_and_english_sample():
+    args = ti.build_parser().parse_args([])
+    assert args.model == ti.DEFAULT_MODEL_OVERRIDE == "smollm2-135m-per-layer"
+    assert is_rotary_model_name(args.model)
+    assert args.data is None and ti.Params().data is None  # None: lens_positions/.../en.jsonl
+    assert sample_file("en").is_file()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from analyses import word_index_bpe as wib
+from analyses import _word_index_bpe as wib
 from lens_positions.rotary_models import load_rotary_model, save_tiny_llama
 
 #: Words the tiny tokenizer holds whole, and others it splits into 2-3 or more tokens.

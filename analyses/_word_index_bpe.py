@@ -26,6 +26,9 @@ Prompts are built as token lists (BOS, prefix tokens, then each ``" " + word``'s
 probed token is exactly each word's last; BPE splits at the leading spaces, so this equals
 tokenising the whole string (counted and reported).
 
+A private module: its command is `analyses.word_index_probes`'s, which hands over here when
+``--model`` names a pretrained rotary model (`lens_positions.rotary_models.is_rotary_model_name`).
+
 Command::
 
     python -m analyses.word_index_probes --model smollm2-135m [--out results/word_index_bpe/NAME]
