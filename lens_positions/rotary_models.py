@@ -231,13 +231,13 @@ class IncrementGraft:
         self.shared_delta: Tensor | None = None
         self.handles: list[Any] = []
         if increments == "shared":
-            bridge.delta_mlp = DeltaMLP(self.cfg, bounded=False)
+            bridge.delta_mlp = DeltaMLP(self.cfg, per_layer=False)
             self.handles.append(bridge.embed.register_forward_hook(self._embed_hook))
         for layer, block in enumerate(bridge.blocks):
             block.hook_delta = HookPoint()  # [batch, pos] float32
             block.hook_position = HookPoint()  # [batch, pos] float32
             if increments == "per_layer":
-                block.delta_mlp = DeltaMLP(self.cfg, bounded=True)
+                block.delta_mlp = DeltaMLP(self.cfg, per_layer=True)
             hf_layer = block.original_component
             hook = self._make_layer_hook(bridge, layer, block)
             self.handles.append(hf_layer.register_forward_pre_hook(hook, with_kwargs=True))
@@ -426,7 +426,7 @@ def print_rotary_models() -> None:
             c = json.loads(card.read_text())
             extra = (f", held-out loss {c['base_val_loss']:.4f} -> {c['final_val_loss']:.4f} "
                      f"after {c['steps']} steps")
-        print(f"{folder.name}: adapter for {meta['base']} ({meta['increments']}{extra}); "
+        print(f"{folder.name}: adapter for {meta['base']} ({meta['increments'].replace('_', '-')}{extra}); "
               f"load_rotary_model({meta['base']!r}, increments={meta['increments']!r}, "
               f"adapter={folder.name!r})")
 
