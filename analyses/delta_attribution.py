@@ -118,10 +118,15 @@ def _norm_scale(model: HookedIncrementTransformer, prefix: str, x: Tensor) -> Te
 
 
 def _gain(model: HookedIncrementTransformer, prefix: str, raw: Tensor) -> Tensor:
-    """dδ/draw: max_delta σ(1-σ) (bounded) or σ (softplus)."""
+    """dδ/draw of the MLP's squash: max_delta σ(1-σ) (sigmoid), σ (softplus), or
+    (1 - 1/max_delta)(1 - tanh²(raw / max_delta)) (signed, see `signed_squash`)."""
     mlp = model.delta_mlp if prefix == "delta_mlp" else model.get_submodule(prefix)
-    s = torch.sigmoid(raw.float())
-    return mlp.max_delta * s * (1 - s) if mlp.bounded else s
+    raw = raw.float()
+    if mlp.squash == "tanh":
+        t = torch.tanh(raw / mlp.max_delta)
+        return (1 - 1 / mlp.max_delta) * (1 - t * t)
+    s = torch.sigmoid(raw)
+    return mlp.max_delta * s * (1 - s) if mlp.squash == "sigmoid" else s
 
 
 # ---------------------------------------------------------------------------------------- one batch

@@ -113,3 +113,30 @@ def test_command_prints_tables_and_writes_figures(tmp_path, capsys, per_layer):
     HookedIncrementTransformer(small_config("none")).save_pretrained(none_dir)
     main(["--model", str(none_dir), "--out", str(tmp_path / "out2"), "--no-progress"])
     assert "Nothing to attribute" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("increments,signed", [("per_layer", False), ("shared", False), ("per_layer", True), ("shared", True)])
+def test_gain_is_the_derivative_of_the_squash(increments, signed):
+    """`_gain` equals autograd's dδ/draw for the sigmoid, softplus and signed tanh squashes."""
+    from analyses.delta_attribution import _gain
+    from lens_positions import IncrementConfig
+
+    cfg = small_config(increments)
+    model = HookedIncrementTransformer(IncrementConfig(**{**cfg.to_dict(), "signed": signed})).eval()
+    prefix = "blocks.1.delta_mlp" if increments == "per_layer" else "delta_mlp"
+    mlp = model.get_submodule(prefix)
+    raw = torch.linspace(-30, 30, 41, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        mlp.W_out.zero_()
+    x = torch.zeros(1, 41, cfg.d_model)
+
+    def squash_of(r):  # δ as the MLP computes it, with its raw output replaced by r
+        handle = mlp.hook_raw.add_hook(lambda act, hook: r.to(act.dtype).reshape(act.shape))
+        try:
+            return mlp(x)
+        finally:
+            mlp.hook_raw.remove_hooks()
+            del handle
+
+    (grad,) = torch.autograd.grad(squash_of(raw.float()).sum(), raw)
+    assert torch.allclose(_gain(model, prefix, raw.detach()).double().reshape(-1), grad, rtol=1e-4, atol=1e-6)
