@@ -21,6 +21,8 @@ to the shipped default model and texts to the held-out sample shipped with the p
   model with grafted increments (``--model`` defaults to the shipped ``smollm2-135m-per-layer``
   adapter, texts to the English held-out sample); `analyses.word_index_probes` hands such models
   to `analyses._word_index_bpe`, the probes' BPE protocol.
+- `analyses.variants`: trained runs of the signed and two-axis variants against their base
+  (losses incl. out-of-domain, which bytes go negative, boundary AUCs), from run folders.
 - `analyses.results`: all of the above on the shipped models, in one document (RESULTS.md).
 
 Shared helpers (models, texts, windows, batched runs, results, commands) live in
@@ -40,4 +42,5 @@ MODULES: tuple[str, ...] = (
     "delta_attribution",
     "learned_axis_attention",
     "token_increments",
+    "variants",
 )

@@ -20,6 +20,10 @@ Trained runs (``training.train`` run folders, or saved model folders) are compar
 Held-out documents are the validation documents of the token folder (``--data``), split by
 language (at least 5% CJK characters = Chinese).
 
+The analysis runs on run folders, not on one model (``NEEDS_MODEL = False``: ``run(None,
+params)`` loads every ``--run`` itself; `compare` takes models already loaded). The report ends
+with the command that reproduces it, rebuilt from the parameters.
+
 Command (the CPU comparison of the results table)::
 
     python -m analyses.variants --data /work/data/tokens-v2 \\
@@ -33,10 +37,9 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,7 @@ import pandas as pd
 import torch
 
 from analyses import _common
+from analyses._common import InputError, Result, command_main
 from analyses.word_boundaries import word_boundary_table
 from lens_positions import HookedIncrementTransformer
 from lens_positions.tokenizer import char_spans
@@ -53,14 +57,22 @@ from lens_positions.tokenizer import char_spans
 ZH_CJK_FRACTION = 0.05
 #: Groups seen fewer times than this are left out of the negative-δ table (too noisy to rank).
 MIN_COUNT = 20
+#: The tables of a comparison, in the report's order (empty ones are not saved).
+TABLES = ("losses", "negative", "probes", "boundaries")
+
+#: This module runs on run folders, not on a model (`analyses._common.invoke` passes None).
+NEEDS_MODEL = False
+
+#: Runs as given: label -> folder, or the command's (label, folder) pairs (``--run``, repeated).
+Runs = Mapping[str, Path] | Sequence[tuple[str, Path]]
 
 
 @dataclass
 class Params:
-    """What to compare and how much text to use."""
+    """What to compare and how much text to use (the command's options of the same names)."""
 
-    runs: dict[str, Path]  # label -> run folder (with final/) or model folder
-    data: Path  # token folder whose val.bin gives the held-out documents
+    runs: Runs | None = None  # label -> run folder (with final/) or model folder
+    data: Path | None = None  # token folder whose val.bin gives the held-out documents
     ood_data: Path | None = None  # token folder with an out-of-domain split
     ood_split: str = "ood"
     eval_windows: int | None = None  # None: val loss from the cards, every OOD window
@@ -71,18 +83,8 @@ class Params:
     batch_size: int = 8
     top: int = 8  # rows per layer of the negative-δ table
     min_count: int = MIN_COUNT  # occurrences a (character, byte) needs to be ranked
-    progress: bool = False
-
-
-@dataclass
-class Result:
-    """Tables of the comparison (see the module docstring) and its figure."""
-
-    losses: pd.DataFrame  # run, variant, steps, val_loss, val_bpb, ood_loss, ood_bpb, d_val, d_ood
-    negative: pd.DataFrame  # run, layer, char, byte, n, mean_delta, frac_negative
-    probes: pd.DataFrame  # run, layer, probe, n, mean_delta, frac_negative
-    boundaries: pd.DataFrame  # run, variant, task, layer, auc, ci_low, ci_high, n_gaps
-    figures: dict[str, Any] = field(default_factory=dict)
+    threads: int = 1  # torch CPU threads
+    progress: bool = True
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -112,20 +114,6 @@ def held_out_documents(data: str | Path, max_docs: int | None = None) -> dict[st
         if max_docs is None or len(out[lang]) < max_docs:
             out[lang].append(text)
     return out
-
-
-def split_tokens(data: str | Path, split: str) -> np.ndarray:
-    """A token split of a folder: `training.corpus.load_tokens`, or for a split that version does
-    not know (an ``ood.bin`` written by a newer data module) the raw file in the folder's dtype."""
-    from training.corpus import load_tokens, read_metadata
-
-    try:
-        return load_tokens(data, split)
-    except ValueError:
-        path = Path(data) / f"{split}.bin"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no {split!r} split in {data}") from None
-        return np.memmap(path, dtype=read_metadata(data).get("dtype", "uint16"), mode="r")
 
 
 def card_of(run: Path) -> dict[str, Any] | None:
@@ -166,12 +154,16 @@ def loss_table(
 ) -> pd.DataFrame:
     """Validation loss from each card (computed here without a card or with ``eval_windows``),
     OOD loss if asked for; ``steps`` of runs read from checkpoints."""
+    from training.corpus import load_tokens
     from training.distributed import DistContext
     from training.metrics import bits_per_byte
     from training.trainer import evaluate
 
     def loss_on(model: HookedIncrementTransformer, data: Path, split: str) -> float:
-        tokens = split_tokens(data, split)
+        try:
+            tokens = load_tokens(data, split)
+        except ValueError as e:  # a split the folder lacks: the command's usage error
+            raise InputError(str(e)) from e
         result = evaluate(
             model, tokens, model.cfg.n_ctx, 32, params.eval_windows, torch.device("cpu"), "fp32",
             DistContext(),
@@ -260,13 +252,34 @@ def negative_tables(
 
 
 # ------------------------------------------------------------------------------------ the whole
-def run(
+def checked_runs(params: Params) -> dict[str, Path]:
+    """``params.runs`` as label -> folder; an `InputError` names what is missing."""
+    if not params.runs:
+        raise InputError("no runs to compare: give --run LABEL=FOLDER (repeat it)")
+    if params.data is None:
+        raise InputError("no token folder: give --data (its val.bin gives the held-out documents)")
+    return {label: Path(path) for label, path in dict(params.runs).items()}
+
+
+def run(model: None, params: Params) -> Result:
+    """Load every run (`load_run`), then `compare` them."""
+    torch.set_num_threads(max(1, params.threads))
+    loaded = {label: load_run(path) for label, path in checked_runs(params).items()}
+    models = {label: m for label, (m, _) in loaded.items()}
+    return compare(models, params, {label: step for label, (_, step) in loaded.items()})
+
+
+def compare(
     models: dict[str, HookedIncrementTransformer], params: Params, steps: dict[str, int | None] | None = None
 ) -> Result:
     """Every table of the comparison; ``models`` are the loaded ``params.runs``, by the same labels
-    (`load_run`), ``steps`` their training steps where known."""
+    (`load_run`), ``steps`` their training steps where known.
+
+    The `Result`'s tables are `TABLES` (those not empty), its figure ``boundaries``, its pages
+    ``report.md`` (the Markdown) and ``command.txt`` (`command_line`)."""
+    runs = checked_runs(params)
     texts = held_out_documents(params.data, params.max_docs)
-    losses = loss_table(params.runs, models, params, steps)
+    losses = loss_table(runs, models, params, steps)
     negatives, probe_tables, boundary_tables = [], [], []
     for label, model in models.items():
         if model.cfg.signed:
@@ -282,15 +295,22 @@ def run(
         )  # fmt: skip
         table = table[table["head"] == "mean"].assign(run=label, variant=model.cfg.variant_name)
         boundary_tables.append(table[["run", "variant", "task", "layer", "auc", "ci_low", "ci_high", "n_gaps"]])
-    result = Result(
-        losses=losses,
-        negative=pd.concat(negatives, ignore_index=True) if negatives else pd.DataFrame(),
-        probes=pd.concat(probe_tables, ignore_index=True) if probe_tables else pd.DataFrame(),
-        boundaries=pd.concat(boundary_tables, ignore_index=True) if boundary_tables else pd.DataFrame(),
+    tables = {
+        "losses": losses,
+        "negative": pd.concat(negatives, ignore_index=True) if negatives else pd.DataFrame(),
+        "probes": pd.concat(probe_tables, ignore_index=True) if probe_tables else pd.DataFrame(),
+        "boundaries": pd.concat(boundary_tables, ignore_index=True) if boundary_tables else pd.DataFrame(),
+    }
+    tables = {name: table for name, table in tables.items() if len(table)}
+    command = command_line(params)
+    text = to_markdown(tables, command)
+    return Result(
+        text,
+        tables=tables,
+        figures={"boundaries": plot_boundaries(tables["boundaries"])} if "boundaries" in tables else {},
+        pages={"report.md": text, "command.txt": command + "\n"},
+        facts={"runs": {label: str(path) for label, path in runs.items()}, "command": command},
     )
-    if len(result.boundaries):
-        result.figures["boundaries"] = plot_boundaries(result.boundaries)
-    return result
 
 
 def plot_boundaries(table: pd.DataFrame):
@@ -315,40 +335,29 @@ def plot_boundaries(table: pd.DataFrame):
     return fig
 
 
-def to_markdown(result: Result, command: str | None = None) -> str:
-    """The report: loss table, negative-δ tables, boundary AUCs, and the command."""
+def to_markdown(tables: Mapping[str, pd.DataFrame], command: str | None = None) -> str:
+    """The report of `compare`'s tables (by `TABLES` names; any may be missing): loss table,
+    negative-δ tables, boundary AUCs, and the command."""
     md = _common.markdown_table
+    empty = pd.DataFrame()
+    losses, negative = tables.get("losses", empty), tables.get("negative", empty)
+    probes, boundaries = tables.get("probes", empty), tables.get("boundaries", empty)
     parts = ["# Variants: signed increments and a second position axis", ""]
-    parts += ["## Loss (nats/byte; d_* = difference to `none`)", "", md(result.losses, {"steps": "d"}, ".4f"), ""]
-    if len(result.probes):
-        wide = result.probes.pivot_table(index=["run", "probe"], columns="layer", values="mean_delta").reset_index()
+    parts += ["## Loss (nats/byte; d_* = difference to `none`)", "", md(losses, {"steps": "d"}, ".4f"), ""]
+    if len(probes):
+        wide = probes.pivot_table(index=["run", "probe"], columns="layer", values="mean_delta").reset_index()
         parts += ["## Signed δ: the post's cases (mean δ per layer)", "", md(wide), ""]
-        frac = result.probes.pivot_table(index=["run", "probe"], columns="layer", values="frac_negative").reset_index()
+        frac = probes.pivot_table(index=["run", "probe"], columns="layer", values="frac_negative").reset_index()
         parts += ["Fraction negative:", "", md(frac), ""]
         parts += ["## Signed δ: lowest mean δ per layer, by (character, byte of it)", "",
-                  md(result.negative, {"byte": "d", "n": "d"}), ""]  # fmt: skip
-    if len(result.boundaries):
-        wide = result.boundaries.pivot_table(index=["task", "run"], columns="layer", values="auc").reset_index()
+                  md(negative, {"byte": "d", "n": "d"}), ""]  # fmt: skip
+    if len(boundaries):
+        wide = boundaries.pivot_table(index=["task", "run"], columns="layer", values="auc").reset_index()
         parts += ["## Word-boundary ROC-AUC of δ per layer", "", md(wide), ""]
-        parts += ["With 95% bootstrap intervals:", "", md(result.boundaries, {"n_gaps": "d"}), ""]
+        parts += ["With 95% bootstrap intervals:", "", md(boundaries, {"n_gaps": "d"}), ""]
     if command:
         parts += ["## Command", "", f"`{command}`", ""]
     return "\n".join(parts)
-
-
-def save(result: Result, out: str | Path, command: str | None = None) -> None:
-    from lens_positions.atomic import write_text_atomic
-
-    out = Path(out)
-    for name in ("losses", "negative", "probes", "boundaries"):
-        table = getattr(result, name)
-        if len(table):
-            _common.save_table(table, out, name)
-    for name, fig in result.figures.items():
-        _common.save_figure(fig, out, name)
-    write_text_atomic(out / "report.md", to_markdown(result, command))
-    if command:
-        write_text_atomic(out / "command.txt", command + "\n")
 
 
 def parse_run(text: str) -> tuple[str, Path]:
@@ -358,13 +367,41 @@ def parse_run(text: str) -> tuple[str, Path]:
     return label, Path(path)
 
 
-def main(argv: Sequence[str] | None = None) -> Result:
+def command_line(params: Params) -> str:
+    """The command that reproduces a comparison: every option that changes a table (those at
+    their default left out, but the text sizes always given), then ``--no-progress`` if set."""
+    args = ["--data", str(params.data)]
+    if params.ood_data is not None:
+        args += ["--ood-data", str(params.ood_data)]
+    if params.ood_split != "ood":
+        args += ["--ood-split", params.ood_split]
+    if params.eval_windows is not None:
+        args += ["--eval-windows", str(params.eval_windows)]
+    for label, path in checked_runs(params).items():
+        args += ["--run", f"{label}={path}"]
+    for flag, value in (("--max-docs", params.max_docs), ("--max-gaps", params.max_gaps)):
+        if value is not None:
+            args += [flag, str(value)]
+    args += ["--n-boot", str(params.n_boot)]
+    for flag, value, default in (
+        ("--seed", params.seed, 0), ("--batch-size", params.batch_size, 8), ("--top", params.top, 8),
+        ("--min-count", params.min_count, MIN_COUNT),
+    ):  # fmt: skip
+        if value != default:
+            args += [flag, str(value)]
+    if not params.progress:
+        args.append("--no-progress")
+    return "python -m analyses.variants " + shlex.join(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--run", type=parse_run, action="append", required=True,
+        prog="python -m analyses.variants", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--run", dest="runs", type=parse_run, action="append", default=None,
                         help="LABEL=FOLDER: a run folder (with final/) or a model folder; repeat")
-    parser.add_argument("--data", type=Path, required=True, help="token folder (val.bin: held-out documents)")
+    parser.add_argument("--data", type=Path, default=None, help="token folder (val.bin: held-out documents)")
     parser.add_argument("--ood-data", type=Path, default=None, help="token folder with an out-of-domain split")
     parser.add_argument("--ood-split", default="ood", help="name of that split (default ood)")
     parser.add_argument("--eval-windows", type=int, default=None,
@@ -375,25 +412,17 @@ def main(argv: Sequence[str] | None = None) -> Result:
     parser.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--top", type=int, default=8, help="rows per layer of the negative-δ table")
+    parser.add_argument("--min-count", type=int, default=MIN_COUNT,
+                        help=f"occurrences a (character, byte) needs to be ranked (default {MIN_COUNT})")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="results/variants")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    runs = dict(args.run)
-    params = Params(
-        runs=runs, data=args.data, ood_data=args.ood_data, ood_split=args.ood_split,
-        eval_windows=args.eval_windows,
-        max_docs=args.max_docs, max_gaps=args.max_gaps, n_boot=args.n_boot, seed=args.seed,
-        batch_size=args.batch_size, progress=not args.no_progress,
-    )  # fmt: skip
-    loaded = {label: load_run(path) for label, path in runs.items()}
-    models = {label: model for label, (model, _) in loaded.items()}
-    result = run(models, params, {label: step for label, (_, step) in loaded.items()})
-    command = "python -m analyses.variants " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    print(to_markdown(result, command))
-    save(result, args.out, command)
-    return result
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> Result:
+    return command_main("variants", argv)
 
 
 if __name__ == "__main__":

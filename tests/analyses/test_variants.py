@@ -69,12 +69,12 @@ def hand_loss(model: HookedIncrementTransformer, tokens: np.ndarray, max_windows
 def test_variants_finds_the_known_answers(token_dir: Path, saved: dict[str, Path], tmp_path: Path):
     params = variants.Params(
         runs=saved, data=token_dir, ood_data=token_dir, ood_split="val", max_gaps=300, n_boot=20, top=3,
-        min_count=5,
+        min_count=5, progress=False,
     )
     models = {label: variants._common.load_model(path) for label, path in saved.items()}
-    result = variants.run(models, params)
+    result = variants.compare(models, params)
 
-    losses = result.losses.set_index("run")
+    losses = result.tables["losses"].set_index("run")
     val = load_tokens(token_dir, "val")
     for label, model in models.items():
         expected = hand_loss(model, np.asarray(val))
@@ -83,30 +83,32 @@ def test_variants_finds_the_known_answers(token_dir: Path, saved: dict[str, Path
     assert losses.loc["none", "d_val"] == 0 and losses.loc["half", "variant"] == "per-layer-learned-0.5"
 
     # signed: the frozen table's negative bytes, in every layer, and nothing else below 0
-    neg = result.negative
+    neg = result.tables["negative"]
     assert set(neg["run"]) == {"signed"}
     for layer in ("L0", "L1", "L2"):
         rows = neg[neg["layer"] == layer].reset_index(drop=True)
         assert (rows.loc[0, "char"], rows.loc[0, "byte"], rows.loc[0, "mean_delta"]) == ("的", 3, -2.0)
         assert (rows.loc[1, "char"], rows.loc[1, "mean_delta"], rows.loc[1, "frac_negative"]) == ("'", -1.0, 1.0)
         assert rows.loc[2, "mean_delta"] == 1.0
-    probes = result.probes.set_index(["layer", "probe"])
+    probes = result.tables["probes"].set_index(["layer", "probe"])
     assert probes.loc[("L1", "的 last byte"), "mean_delta"] == -2.0
     assert probes.loc[("L1", "' of 's"), "mean_delta"] == -1.0
     assert probes.loc[("L1", "s of 's"), "mean_delta"] == 1.0
     assert probes.loc[("L1", "' of 's"), "n"] == 4 * 2  # It's and Curie's in each of 4 English docs
 
     # boundaries: the two learned-δ models, as word_boundaries computes them; `none` left out
-    assert set(result.boundaries["run"]) == {"signed", "half"}
+    boundaries = result.tables["boundaries"]
+    assert set(boundaries["run"]) == {"signed", "half"}
     texts = variants.held_out_documents(token_dir, params.max_docs)
     assert len(texts["zh"]) == 4 and len(texts["en"]) == 4
     direct = word_boundary_table(models["half"], texts["zh"], texts["en"], max_gaps=300, n_boot=20, progress=False)
     direct = direct[direct["head"] == "mean"].reset_index(drop=True)
-    mine = result.boundaries[result.boundaries["run"] == "half"].reset_index(drop=True)
+    mine = boundaries[boundaries["run"] == "half"].reset_index(drop=True)
     np.testing.assert_allclose(mine["auc"], direct["auc"])
     assert list(mine["layer"]) == ["L0", "L1", "L2"] * 2
 
-    variants.save(result, tmp_path / "out", "python -m analyses.variants ...")
+    assert result.pages["command.txt"].startswith("python -m analyses.variants --data")
+    result.save(tmp_path / "out")
     report = (tmp_path / "out" / "report.md").read_text()
     assert "的 last byte" in report and "Word-boundary ROC-AUC" in report
     for name in ("losses.csv", "negative.csv", "probes.csv", "boundaries.csv", "boundaries.png", "boundaries.svg"):
@@ -118,14 +120,22 @@ def test_command_line(token_dir: Path, saved: dict[str, Path], tmp_path: Path, c
     argv = ["--data", str(token_dir), "--run", f"none={saved['none']}", "--run", f"signed={saved['signed']}",
             "--max-gaps", "100", "--n-boot", "10", "--no-progress", "--out", str(out)]
     result = variants.main(argv)
-    assert list(result.losses["run"]) == ["none", "signed"] and result.losses["ood_loss"].isna().all()
+    losses = result.tables["losses"]
+    assert list(losses["run"]) == ["none", "signed"] and losses["ood_loss"].isna().all()
     printed = capsys.readouterr().out
     assert "# Variants" in printed and "python -m analyses.variants --data" in printed
     assert (out / "command.txt").read_text().startswith("python -m analyses.variants --data")
     with pytest.raises(SystemExit):
         variants.main(["--data", str(token_dir), "--run", "no-equals-sign"])
     with pytest.raises(FileNotFoundError, match="neither a finished run"):
+        variants.load_run(tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # the command turns it into a usage error naming the problem
         variants.main(["--data", str(token_dir), "--run", f"x={tmp_path}"])
+    assert "neither a finished run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        variants.main(["--data", str(token_dir)])
+    assert "no runs to compare" in capsys.readouterr().err
 
 
 def test_unfinished_runs_are_read_from_their_checkpoint(token_dir: Path, tmp_path: Path):
@@ -149,12 +159,11 @@ def test_unfinished_runs_are_read_from_their_checkpoint(token_dir: Path, tmp_pat
     assert table.loc[0, "ood_loss"] == pytest.approx(expected, rel=1e-5)
 
 
-def test_an_ood_split_the_loader_does_not_know_is_read_raw(token_dir: Path, tmp_path: Path):
-    import shutil
-
-    data = tmp_path / "tokens"
-    shutil.copytree(token_dir, data)
-    shutil.copy(data / "val.bin", data / "ood.bin")
-    np.testing.assert_array_equal(variants.split_tokens(data, "ood"), load_tokens(token_dir, "val"))
-    with pytest.raises(FileNotFoundError, match="no 'nope' split"):
-        variants.split_tokens(data, "nope")
+def test_a_missing_ood_split_is_a_usage_error(token_dir: Path, saved: dict[str, Path], capsys):
+    """The OOD split is read with `training.corpus.load_tokens`: a folder without one (or a split
+    name it does not know) stops the command with the loader's message."""
+    base = ["--data", str(token_dir), "--run", f"none={saved['none']}", "--ood-data", str(token_dir)]
+    for split, message in (("ood", "has no 'ood' split"), ("nope", "split must be one of")):
+        with pytest.raises(SystemExit):
+            variants.main([*base, "--ood-split", split, "--no-progress", "--max-gaps", "10"])
+        assert message in capsys.readouterr().err
