@@ -120,7 +120,7 @@ def test_trainer_logs_ood_and_evaluate_matches_a_direct_computation(
 
     model = load_pretrained(run / "final")
     ood = load_tokens(ood_tokens, "ood")
-    expected, count = direct_loss(model, ood, cfg.n_ctx)
+    expected, count = direct_loss(model, ood, cfg.model.n_ctx)
     assert final["ood_tokens"] == count
     assert math.isclose(final["ood_loss"], expected, rel_tol=1e-5)
     # training.evaluate: run folder or model folder, full split, same figure.
