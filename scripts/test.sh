@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers: the suite is CPU-bound and the CI machine has two cores (each test uses one thread).
+exec .venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" "$@"
