@@ -14,8 +14,7 @@ from torch import Tensor
 
 from lens_positions import HookedIncrementTransformer, IncrementConfig
 from lens_positions.checkpoints import CONFIG_FILE, load_config
-
-FINAL_NAME = "final"
+from lens_positions.runs import FINAL_DIR as FINAL_NAME  # a run's finished model folder
 
 
 def source_folder(path: str | os.PathLike) -> Path:
