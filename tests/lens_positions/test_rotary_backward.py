@@ -122,3 +122,18 @@ def test_a_hook_masking_whole_rows_gives_zero_pattern_rows():
     assert not pattern.isnan().any()
     assert (pattern[:, :, 5] == 0).all()
     torch.testing.assert_close(pattern[:, :, 4], cache["blocks.0.attn.hook_pattern"][:, :, 4])
+
+
+def test_untracked_rotation_writes_the_same_bits_as_the_tracked_one():
+    """Without autograd, `apply_rotary` writes into the output's halves instead of stacking them:
+    the values must be bit-identical to the tracked (stacking) path, odd shapes included."""
+    from lens_positions.rotary import apply_rotary, rotary_cos_sin
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 3, 10)
+    cos, sin = rotary_cos_sin(torch.rand(2, 7).cumsum(1) * 3, 10, 10_000.0)
+    with torch.no_grad():
+        untracked = apply_rotary(x, cos, sin)
+    tracked = apply_rotary(x.clone().requires_grad_(), cos, sin)
+    assert tracked.requires_grad and not untracked.requires_grad
+    assert torch.equal(untracked, tracked.detach())
