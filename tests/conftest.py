@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -51,3 +53,29 @@ def any_model(request) -> HookedIncrementTransformer:
     increments, per_head, frozen = request.param
     model = HookedIncrementTransformer(small_config(increments, per_head, frozen)).eval()
     return perturb_deltas(model)
+
+
+# --- a tiny bilingual token folder (held-out preparation and the results document) ------------
+ZH_DOC = (
+    "人工智能是计算机科学的一个分支，它试图理解智能的实质。\n"
+    "光合作用是植物利用阳光制造养分的过程。研究人员在实验室里观察了很多年。\n"
+) * 4
+EN_DOC = (
+    "Marie Curie was a physicist and chemist who worked in Paris.\n"
+    "The old harbour in New York was crowded every morning, and gulls circled the market.\n"
+    "To install the package, open a terminal and type the command below.\n"
+) * 3
+MIXED_EN = EN_DOC + "一个中文词。"  # under 5% CJK: still English
+
+
+@pytest.fixture(scope="module")
+def heldout_token_dir(tmp_path_factory):
+    """A token folder whose validation split holds the first 4 documents (2 zh, 2 en)."""
+    from training.corpus import prepare_tokens
+
+    root = tmp_path_factory.mktemp("corpus")
+    docs = [ZH_DOC, MIXED_EN, ZH_DOC.replace("人工", "机器"), EN_DOC.upper(), "训练用的文本。" * 30, "training text " * 30]
+    src = root / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    prepare_tokens(f"local:{src}=1", root / "tokens", val_docs=4, progress=False)
+    return root / "tokens"

@@ -7,35 +7,12 @@ import json
 import pytest
 
 from analyses.results import SECTIONS, run_results
-from training.corpus import prepare_tokens
 
 from .conftest import make_model
 
-ZH_DOC = (
-    "人工智能是计算机科学的一个分支，它试图理解智能的实质。\n"
-    "光合作用是植物利用阳光制造养分的过程。研究人员在实验室里观察了很多年。\n"
-) * 4
-EN_DOC = (
-    "Marie Curie was a physicist and chemist who worked in Paris.\n"
-    "The old harbour in New York was crowded every morning, and gulls circled the market.\n"
-    "To install the package, open a terminal and type the command below.\n"
-) * 3
-MIXED_EN = EN_DOC + "一个中文词。"  # under 5% CJK: still English
-
-
-@pytest.fixture(scope="module")
-def token_dir(tmp_path_factory):
-    """A token folder whose validation split holds the first 4 documents (2 zh, 2 en)."""
-    root = tmp_path_factory.mktemp("corpus")
-    docs = [ZH_DOC, MIXED_EN, ZH_DOC.replace("人工", "机器"), EN_DOC.upper(), "训练用的文本。" * 30, "training text " * 30]
-    src = root / "docs.jsonl"
-    src.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
-    prepare_tokens(f"local:{src}=1", root / "tokens", val_docs=4, progress=False)
-    return root / "tokens"
-
 
 @pytest.mark.slow
-def test_quick_report_on_tiny_models(token_dir, tmp_path):
+def test_quick_report_on_tiny_models(heldout_token_dir, tmp_path):
     models_dir = tmp_path / "models"
     models = {}
     for variant, (inc, per_head) in {
@@ -59,7 +36,7 @@ def test_quick_report_on_tiny_models(token_dir, tmp_path):
         json.dumps({"kind": "train", "step": 10, "loss": 4.0}) + "\n" + json.dumps(final) + "\n"
     )
     out = tmp_path / "results"
-    path = run_results(out, quick=True, threads=1, models=models, data_dir=token_dir,
+    path = run_results(out, quick=True, threads=1, models=models, data_dir=heldout_token_dir,
                        heldout_dir=tmp_path / "heldout")
     text = path.read_text(encoding="utf-8")
     for _, title, _ in SECTIONS:
@@ -94,7 +71,7 @@ def test_quick_report_on_tiny_models(token_dir, tmp_path):
     assert "3 layers" in text and "10 steps" in text and "`L2`" in text
     # --reuse keeps outputs whose command is unchanged; --only runs the chosen sections
     stamp = (out / "entities" / "per-layer" / "entities.csv").stat().st_mtime_ns
-    again = run_results(out, quick=True, threads=1, models=models, data_dir=token_dir,
+    again = run_results(out, quick=True, threads=1, models=models, data_dir=heldout_token_dir,
                         heldout_dir=tmp_path / "heldout", only=["entities"], reuse=True)
     assert (out / "entities" / "per-layer" / "entities.csv").stat().st_mtime_ns == stamp
     text = again.read_text(encoding="utf-8")

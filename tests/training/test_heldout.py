@@ -4,33 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from lens_positions.samples import SAMPLE_DIR, chinese_fraction, in_held_out, sample_files
-from training.corpus import prepare_tokens
 from training.heldout import docs_for_bytes, heldout_texts, main, split_parts
 
-ZH_DOC = (
-    "人工智能是计算机科学的一个分支，它试图理解智能的实质。\n"
-    "光合作用是植物利用阳光制造养分的过程。研究人员在实验室里观察了很多年。\n"
-) * 4
-EN_DOC = (
-    "Marie Curie was a physicist and chemist who worked in Paris.\n"
-    "The old harbour in New York was crowded every morning, and gulls circled the market.\n"
-    "To install the package, open a terminal and type the command below.\n"
-) * 3
-MIXED_EN = EN_DOC + "一个中文词。"  # under 5% CJK: still English
-
-
-@pytest.fixture(scope="module")
-def token_dir(tmp_path_factory):
-    """A token folder whose validation split holds the first 4 documents (2 zh, 2 en)."""
-    root = tmp_path_factory.mktemp("corpus")
-    docs = [ZH_DOC, MIXED_EN, ZH_DOC.replace("人工", "机器"), EN_DOC.upper(), "训练用的文本。" * 30, "training text " * 30]
-    src = root / "docs.jsonl"
-    src.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
-    prepare_tokens(f"local:{src}=1", root / "tokens", val_docs=4, progress=False)
-    return root / "tokens"
+from ..conftest import EN_DOC, MIXED_EN, ZH_DOC
 
 
 def test_split_parts_keeps_the_text_and_the_bound():
@@ -41,8 +18,8 @@ def test_split_parts_keeps_the_text_and_the_bound():
     assert split_parts("short", 100) == ["short"]
 
 
-def test_heldout_texts_split_by_language(token_dir, tmp_path):
-    paths = heldout_texts(token_dir, tmp_path / "heldout")
+def test_heldout_texts_split_by_language(heldout_token_dir, tmp_path):
+    paths = heldout_texts(heldout_token_dir, tmp_path / "heldout")
     rows = {k: [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines()] for k, p in paths.items()}
     assert len(rows["zh"]) == 2 and len(rows["en"]) == 2
     assert all(chinese_fraction(r["text"]) >= 0.05 for r in rows["zh"])
@@ -63,7 +40,7 @@ def test_heldout_texts_split_by_language(token_dir, tmp_path):
 
 
 
-def test_sample_is_whole_validation_documents_with_their_ids(token_dir, tmp_path):
+def test_sample_is_whole_validation_documents_with_their_ids(heldout_token_dir, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     docs = [ZH_DOC, MIXED_EN, ZH_DOC.replace("人工", "机器"), EN_DOC.upper()]
@@ -71,9 +48,9 @@ def test_sample_is_whole_validation_documents_with_their_ids(token_dir, tmp_path
         json.dumps({"id": f"libreoffice-help/en/{i}", "text": d}, ensure_ascii=False) + "\n"
         for i, d in enumerate(docs)
     ), encoding="utf-8")  # fmt: skip
-    assert main(["sample", "--data", str(token_dir), "--corpus", str(corpus), "--out",
+    assert main(["sample", "--data", str(heldout_token_dir), "--corpus", str(corpus), "--out",
                  str(tmp_path / "sample"), "--bytes", "10"]) == 0  # fmt: skip
-    full = heldout_texts(token_dir, tmp_path / "full")
+    full = heldout_texts(heldout_token_dir, tmp_path / "full")
     for lang in ("zh", "en"):
         rows = [json.loads(x) for x in (tmp_path / "sample" / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines()]
         first = json.loads(full[lang].read_text(encoding="utf-8").splitlines()[0])
