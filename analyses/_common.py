@@ -144,14 +144,15 @@ def head_mean(x: Tensor) -> Float[Tensor, "batch pos"]:
 
 
 def pad_batch(
-    token_lists: Sequence[Sequence[int]], device: torch.device | str = "cpu"
+    token_lists: Sequence[Sequence[int]], device: torch.device | str = "cpu", pad: int = SEPARATOR_ID
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
-    """Right-pad token lists with the separator: tokens [batch, max_len] and lengths [batch].
+    """Right-pad token lists with ``pad`` (default the byte models' separator): tokens
+    [batch, max_len] and lengths [batch].
 
     The model is causal, so padding after a sequence never changes its real positions.
     """
     lengths = torch.tensor([len(t) for t in token_lists], dtype=torch.long)
-    tokens = torch.full((len(token_lists), int(lengths.max())), SEPARATOR_ID, dtype=torch.long)
+    tokens = torch.full((len(token_lists), int(lengths.max())), pad, dtype=torch.long)
     for i, t in enumerate(token_lists):
         tokens[i, : len(t)] = torch.as_tensor(list(t), dtype=torch.long)
     return tokens.to(device), lengths
@@ -324,10 +325,12 @@ def run_batches(
     progress: bool = True,
     desc: str = "batches",
 ) -> Iterator[tuple[list[int], Tensor, dict[str, Tensor]]]:
-    """Run the model over many token sequences in right-padded batches.
+    """Run the model (a byte model or a pretrained rotary bridge) over many token sequences in
+    right-padded batches.
 
     Sequences are grouped by length (longest first) so that padding stays small; padding uses the
-    separator and, the model being causal, never changes the activations of real positions.
+    separator (a rotary bridge: its tokenizer's pad id, `analyses._tokens.pad_id`) and, the model
+    being causal, never changes the activations of real positions.
 
     capture: hook names whose activations to return (detached, on the CPU).
     fwd_hooks: the user's hooks (see the module docstring); they run first.
@@ -338,11 +341,14 @@ def run_batches(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    from analyses._tokens import is_token_model, pad_id
+
     order = sorted(range(len(token_lists)), key=lambda i: -len(token_lists[i]))
     device = model.W_E.device
+    pad = pad_id(model) if is_token_model(model) else SEPARATOR_ID
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc=desc, disable=not progress, leave=False):
-        tokens, lengths = pad_batch([token_lists[i] for i in idx], device)
+        tokens, lengths = pad_batch([token_lists[i] for i in idx], device, pad)
         if tokens.shape[1] > model.cfg.n_ctx:
             raise ValueError(
                 f"a sequence of {tokens.shape[1]} tokens exceeds n_ctx={model.cfg.n_ctx}"

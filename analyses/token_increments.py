@@ -39,7 +39,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from analyses import _common
+from analyses import _common, _tokens
 from analyses._common import InputError, Result, markdown_table
 from lens_positions.samples import content_key, sample_file
 
@@ -81,16 +81,8 @@ def category(text: str) -> str:
 def token_deltas(model: nn.Module, texts: Sequence[str], n_ctx: int, max_windows: int,
                  batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Token ids [n] and δ [n_layers, n] of the windows' tokens (BOS excluded)."""
-    tok = model.tokenizer
-    stream: list[int] = []
-    for text in texts:
-        stream += tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    n_windows = min(max_windows, len(stream) // n_ctx)
-    if n_windows == 0:
-        raise ValueError(f"only {len(stream)} tokens of held-out text: less than one window of {n_ctx}")
-    windows = torch.tensor(stream[: n_windows * n_ctx]).view(n_windows, n_ctx)
-    bos = torch.full((n_windows, 1), tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
-    windows = torch.cat([bos, windows], dim=1)
+    windows = torch.tensor(_tokens.token_windows(model, texts, n_ctx, max_windows))
+    n_windows = len(windows)
     names = [f"blocks.{i}.hook_delta" for i in range(len(model.blocks))]
     deltas = []
     for s in range(0, n_windows, batch_size):

@@ -76,8 +76,12 @@ def test_run_reads_only_held_out_documents_and_returns_a_result(tmp_path):
     assert "# δ per token category" in result.markdown
     with pytest.raises(InputError, match="no held-out document"):
         ti.run(model, ti.Params(data=[str(path)], held_out=0.0))
-    with pytest.raises(InputError, match="less than one window"):
+    with pytest.raises(InputError, match=r"exceed the context \(n_ctx=256\)"):
         ti.run(model, ti.Params(data=[str(path)], n_ctx=10**6))
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"text": held[0]}) + "\n")
+    with pytest.raises(InputError, match="less than one window of 200"):
+        ti.run(model, ti.Params(data=[str(one)], n_ctx=200))
 
 
 def test_command_defaults_to_the_shipped_adapter_and_english_sample():

@@ -1,0 +1,118 @@
+"""Token-level access to pretrained rotary models, shared by the analyses that run on them.
+
+The byte models of `lens_positions` see one token per UTF-8 byte after a separator; a pretrained
+rotary model opened by `lens_positions.load_rotary_model` (a TransformerLens bridge with grafted
+increments, e.g. ``smollm2-135m-per-layer``) sees its own BPE tokens after a BOS token. Analyses
+that make sense at the token level ask `is_token_model` which kind they were given and take their
+windows, padding and token texts from here, so that one fact (the BOS, the pad id, how documents
+are joined) lives in one place:
+
+- `token_windows`: consecutive windows of ``n_tokens`` tokens of the concatenated documents
+  (EOS between documents), each after a BOS;
+- `document_windows`: at most ``per_doc`` windows per document (BOS + the document's tokens), so a
+  few long documents do not make up the whole sample;
+- `encode`, `token_texts`, `bos_id`, `pad_id`, `model_name`.
+
+Positions: with every δ = 1 the graft gives the BOS position 0 and the t-th token position t, as
+HF's own ``position_ids`` (see `lens_positions.rotary_models`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+__all__ = [
+    "bos_id",
+    "document_windows",
+    "encode",
+    "is_token_model",
+    "model_name",
+    "pad_id",
+    "token_texts",
+    "token_windows",
+]
+
+
+def is_token_model(model: Any) -> bool:
+    """True for a pretrained rotary bridge (`lens_positions.load_rotary_model`), False for the
+    byte models (`lens_positions.HookedIncrementTransformer`)."""
+    return hasattr(model, "increment_graft")
+
+
+def bos_id(model: nn.Module) -> int:
+    """The token that starts every window (BOS, or EOS for tokenizers without one)."""
+    tok = model.tokenizer
+    return int(tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
+
+
+def pad_id(model: nn.Module) -> int:
+    """The id right-padding uses (the model is causal: padding never changes real positions)."""
+    tok = model.tokenizer
+    for value in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id):
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def encode(model: nn.Module, text: str) -> list[int]:
+    """The model tokenizer's ids of ``text``, without special tokens."""
+    return list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def token_texts(model: nn.Module, ids: Sequence[int]) -> list[str]:
+    """Each token's decoded text (``" the"``, ``"\\n"``; BOS/EOS as their special strings)."""
+    tok = model.tokenizer
+    return [tok.decode([int(i)]) for i in ids]
+
+
+def model_name(model: nn.Module) -> str:
+    """The canonical name of a bridge's base (``smollm2-135m``) or its class name."""
+    spec = getattr(model, "base_spec", None)
+    return getattr(spec, "name", None) or type(model).__name__
+
+
+def token_windows(
+    model: nn.Module, texts: Sequence[str], n_tokens: int, max_windows: int
+) -> list[list[int]]:
+    """Windows [BOS, t_1 .. t_n_tokens] of the documents' tokens joined with EOS, consecutive and
+    non-overlapping; at most ``max_windows``. Raises ValueError when there is less than one."""
+    if n_tokens < 1:
+        raise ValueError(f"windows need at least one token, got {n_tokens}")
+    if n_tokens + 1 > model.cfg.n_ctx:
+        raise ValueError(f"windows of {n_tokens} tokens + BOS exceed the context (n_ctx={model.cfg.n_ctx})")
+    eos = model.tokenizer.eos_token_id
+    stream: list[int] = []
+    need = n_tokens * max_windows
+    for text in texts:
+        stream += encode(model, text) + ([int(eos)] if eos is not None else [])
+        if len(stream) >= need:
+            break
+    n_windows = min(max_windows, len(stream) // n_tokens)
+    if n_windows == 0:
+        raise ValueError(f"only {len(stream)} tokens of text: less than one window of {n_tokens}")
+    bos = bos_id(model)
+    return [[bos, *stream[k * n_tokens : (k + 1) * n_tokens]] for k in range(n_windows)]
+
+
+def document_windows(
+    model: nn.Module, texts: Sequence[str], n_tokens: int, max_windows: int, per_doc: int = 2
+) -> list[list[int]]:
+    """Windows [BOS, up to ``n_tokens`` tokens] cut from each document on its own (at most
+    ``per_doc`` per document, the last one may be shorter but has at least 2 tokens)."""
+    if n_tokens + 1 > model.cfg.n_ctx:
+        raise ValueError(f"windows of {n_tokens} tokens + BOS exceed the context (n_ctx={model.cfg.n_ctx})")
+    bos = bos_id(model)
+    windows: list[list[int]] = []
+    for text in texts:
+        ids = encode(model, text)
+        for k in range(per_doc):
+            piece = ids[k * n_tokens : (k + 1) * n_tokens]
+            if len(piece) < 2:
+                break
+            windows.append([bos, *piece])
+            if len(windows) >= max_windows:
+                return windows
+    return windows
