@@ -17,7 +17,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
-from lens_positions.components import Attention, GatedMLP, RMSNorm
+from lens_positions.components import Attention, GatedMLP, RMSNorm, mean_square
 from lens_positions.config import IncrementConfig
 from lens_positions.increments import DeltaMLP, positions_from_deltas
 from lens_positions.kv_cache import LayerKVCache
@@ -43,11 +43,12 @@ class TransformerBlock(nn.Module):
         self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
 
     def increments(
-        self, resid_pre: Float[Tensor, "batch pos d_model"], shared_delta: Tensor | None
+        self, resid_pre: Float[Tensor, "batch pos d_model"], shared_delta: Tensor | None,
+        mean_sq: Tensor | None = None,
     ) -> Float[Tensor, "batch pos *heads"]:
-        """This layer's δ before its hook."""
+        """This layer's δ before its hook (``mean_sq``: [batch, pos, 1] mean square of resid_pre)."""
         if self.delta_mlp is not None:
-            return self.delta_mlp(resid_pre)
+            return self.delta_mlp(resid_pre, mean_sq)
         if shared_delta is not None:
             return shared_delta
         return torch.ones(resid_pre.shape[:2], dtype=torch.float32, device=resid_pre.device)
@@ -59,7 +60,10 @@ class TransformerBlock(nn.Module):
         cache: LayerKVCache | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
         resid_pre = self.hook_resid_pre(resid)
-        delta = self.hook_delta(self.increments(resid_pre, shared_delta))
+        # The increment MLP's norm and ln1 read the same stream: one mean square serves both
+        # (each adds its own eps and has its own hook_scale), one pass fewer each way.
+        mean_sq = mean_square(resid_pre) if self.delta_mlp is not None else None
+        delta = self.hook_delta(self.increments(resid_pre, shared_delta, mean_sq))
         start = 0.0 if cache is None else cache.start_position()
         position = self.hook_position(positions_from_deltas(delta, start))
         integer_position = None
@@ -69,7 +73,7 @@ class TransformerBlock(nn.Module):
             integer_position = torch.arange(past + 1, past + n + 1, dtype=torch.float32, device=resid.device)
         if cache is not None:
             cache.record_positions(position)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre), position, cache, integer_position))
+        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre, mean_sq), position, cache, integer_position))
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
         return self.hook_resid_post(resid_mid + mlp_out)

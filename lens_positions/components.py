@@ -17,6 +17,7 @@ from transformer_lens.hook_points import HookPoint
 
 from lens_positions.config import IncrementConfig
 from lens_positions.kv_cache import LayerKVCache
+from lens_positions.memory import large_empty
 from lens_positions.rotary import rotate_queries_keys
 
 
@@ -78,17 +79,26 @@ class RMSNorm(nn.Module):
         self.hook_scale = HookPoint()  # [batch, pos, 1]
         self.hook_normalized = HookPoint()  # [batch, pos, d_model]
 
-    def rms(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos 1"]:
-        """``sqrt(mean(x^2) + eps)``, through ``hook_scale``."""
+    def rms(
+        self, x: Float[Tensor, "batch pos d_model"], mean_sq: Tensor | None = None
+    ) -> Float[Tensor, "batch pos 1"]:
+        """``sqrt(mean(x^2) + eps)``, through ``hook_scale``; ``mean_sq``: `mean_square` of x when
+        the caller already has it (two norms reading one stream share it)."""
         eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
-        mean_square = _MeanSquare.apply(x) if _tracked(x) else x.pow(2).mean(-1, keepdim=True)
-        return self.hook_scale((mean_square + eps).sqrt())
+        return self.hook_scale(((mean_square(x) if mean_sq is None else mean_sq) + eps).sqrt())
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        rms = self.rms(x)
+    def forward(
+        self, x: Float[Tensor, "batch pos d_model"], mean_sq: Tensor | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
+        rms = self.rms(x, mean_sq)
         if _tracked(x, rms) and not self.hook_normalized.has_hooks():
             return self.hook_normalized(_DivideByRMS.apply(x, rms)) * self.w
         return self.hook_normalized(x / rms) * self.w
+
+
+def mean_square(x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos 1"]:
+    """``x.pow(2).mean(-1, keepdim=True)`` (in training through `_MeanSquare`)."""
+    return _MeanSquare.apply(x) if _tracked(x) else x.pow(2).mean(-1, keepdim=True)
 
 
 def _tracked(*tensors: Tensor) -> bool:
@@ -101,6 +111,12 @@ def _heads_in(x: Tensor, W: Tensor) -> Tensor:
     n_heads, d_model, d_head = W.shape
     flat = W.permute(1, 0, 2).reshape(d_model, n_heads * d_head)
     return (x @ flat).unflatten(-1, (n_heads, d_head))
+
+
+def causal_bias(n_q: int, n_k: int, past: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[n_q, n_k]: 0 where query i (the ``past + i``-th token) may see key j (j <= past + i), -inf
+    above that diagonal."""
+    return torch.full((n_q, n_k), float("-inf"), dtype=dtype, device=device).triu_(past + 1)
 
 
 class Attention(nn.Module):
@@ -159,21 +175,33 @@ class Attention(nn.Module):
         n_q, n_k = q.shape[1], k.shape[1]
         past = n_k - n_q
         if self.needs_pattern():
-            # Scale and mask in place: the [batch, head, q, k] tensors are the largest of the
-            # model, and each out-of-place pass would allocate (and on CPU page in) another.
-            # Neither op's backward needs its input, so autograd allows it; values are unchanged.
-            # The mask goes in through `where` into the scores themselves: the same values as
-            # masked_fill_, but masked_fill_ with a broadcast [q, k] mask took 8.0 ms on a
-            # [4, 8, 512, 512] tensor on CPU against 5.2 ms for this (benchmarks/RESULTS.md).
-            scores = torch.einsum("bqhd,bkhd->bhqk", q, k)
-            scores.div_(self.attn_scale)
-            allowed = torch.ones(n_q, n_k, dtype=torch.bool, device=x.device).tril(past)
-            if scores.requires_grad:  # autograd refuses `out=`; in place is fine (see above)
-                scores.masked_fill_(~allowed, float("-inf"))
+            # One GEMM scales and masks: scores = bias + (q k^T) / sqrt(d_head), the causal bias
+            # (0 or -inf, [q, k], broadcast over batch x head) added in baddbmm's epilogue. The
+            # [batch, head, q, k] tensors are the largest of the model, and every separate pass
+            # over them (a division, a masking) costs as much as the product itself on CPU
+            # (benchmarks/RESULTS.md, issue 15). The scale multiplies, as in HF's eager attention.
+            b, h, dh = q.shape[0], q.shape[2], q.shape[3]
+            q_bh = q.transpose(1, 2).reshape(b * h, n_q, dh)
+            k_bh = k.permute(0, 2, 3, 1).reshape(b * h, dh, n_k)
+            bias = causal_bias(n_q, n_k, past, q.dtype, x.device)
+            # Without autograd (analysis: run_with_cache) scores and pattern are written into
+            # memory allocated with a huge-page hint (lens_positions.memory: a third of the
+            # first-touch cost of fresh 32 MiB blocks on CPU). Same values either way.
+            fresh = x.device.type == "cpu" and not (
+                torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+                or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu")
+            )
+            if fresh:
+                scores = large_empty((b * h, n_q, n_k), q.dtype, x.device)
+                torch.baddbmm(bias, q_bh, k_bh, alpha=1.0 / self.attn_scale, out=scores)
             else:
-                torch.where(allowed, scores, scores.new_full((), float("-inf")), out=scores)
-            scores = self.hook_attn_scores(scores)
-            pattern = F.softmax(scores, dim=-1)
+                scores = torch.baddbmm(bias, q_bh, k_bh, alpha=1.0 / self.attn_scale)
+            scores = self.hook_attn_scores(scores.view(b, h, n_q, n_k))
+            if fresh:
+                pattern = large_empty(scores.shape, scores.dtype, scores.device)
+                torch.ops.aten._softmax.out(scores, -1, False, out=pattern)  # F.softmax's kernel
+            else:
+                pattern = F.softmax(scores, dim=-1)
             # Rows a hook masked entirely are NaN after softmax: zero them. Softmax's backward
             # needs its output, so only without autograd may this happen in place.
             if pattern.requires_grad:

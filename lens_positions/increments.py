@@ -89,18 +89,23 @@ class DeltaMLP(nn.Module):
             return sigmoid_bias_for_one(self.max_delta)
         return SOFTPLUS_BIAS_FOR_ONE
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos *heads"]:
-        """δ for every token, float32: [batch, pos], or [batch, pos, n_heads] with per-head rates."""
+    def forward(
+        self, x: Float[Tensor, "batch pos d_model"], mean_sq: Tensor | None = None
+    ) -> Float[Tensor, "batch pos *heads"]:
+        """δ for every token, float32: [batch, pos], or [batch, pos, n_heads] with per-head rates.
+
+        mean_sq: [batch, pos, 1] ``mean(x^2)`` when the caller has it (the block's own norm reads
+        the same stream: one reduction serves both norms)."""
         if self.ln is None:
             pre = x @ self.W_in + self.b_in
         elif self.ln.hook_normalized.has_hooks():
-            pre = self.ln(x) @ self.W_in + self.b_in
+            pre = self.ln(x, mean_sq) @ self.W_in + self.b_in
         else:
             # The norm folded into the first matmul: (x / rms) * w @ W_in = (x @ (w * W_in)) / rms.
             # Same values (to rounding), but backward keeps only x (which the block's own norm keeps
             # anyway), rms and the [.., d_delta] product, not two [.., d_model] copies of the
             # normalised stream: most of what the per-layer variant added to training memory.
-            pre = (x @ (self.ln.w[:, None] * self.W_in)) / self.ln.rms(x) + self.b_in
+            pre = (x @ (self.ln.w[:, None] * self.W_in)) / self.ln.rms(x, mean_sq) + self.b_in
         pre = self.hook_pre(pre)
         post = self.hook_post(F.gelu(pre))
         raw = self.hook_raw(post @ self.W_out + self.b_out)

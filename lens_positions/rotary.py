@@ -163,8 +163,15 @@ class _RotaryQK(torch.autograd.Function):
             if ctx.needs_input_grad[2]:
                 rotated = kept if ctx.from_output[i] else apply_rotary(kept.float(), cos, sin)
                 r_even, r_odd = rotated[..., 0::2], rotated[..., 1::2]
-                part = (g_odd * r_even - g_even * r_odd).sum_to_size(cos.shape)
-                grad_angles = part if grad_angles is None else grad_angles + part
+                # g_odd r_even - g_even r_odd for q and k accumulate in one buffer, reduced once
+                # over heads: 4 multiply-adds and one sum instead of 6 passes, 2 sums and an add.
+                if grad_angles is None:
+                    grad_angles = torch.mul(g_odd, r_even)
+                else:
+                    grad_angles.addcmul_(g_odd, r_even)
+                grad_angles.addcmul_(g_even, r_odd, value=-1.0)
+        if grad_angles is not None:
+            grad_angles = grad_angles.sum_to_size(cos.shape)
         grad_positions = None
         if grad_angles is not None:
             inv_freq = inverse_frequencies(d_head, ctx.theta, positions.device)[n_fixed:]
