@@ -206,7 +206,9 @@ class Attention(nn.Module):
             # needs its output, so only without autograd may this happen in place.
             if pattern.requires_grad:
                 pattern = torch.nan_to_num(pattern, nan=0.0)
-            else:
+            elif pattern.device.type != "cpu" or torch.isnan(pattern[..., 0]).any():
+                # A row with a NaN anywhere is NaN everywhere (softmax divides by its NaN sum), so
+                # on CPU the first key's column tells whether any row needs the full pass.
                 pattern.nan_to_num_(nan=0.0)
             pattern = self.hook_pattern(pattern)
             z = torch.einsum("bhqk,bkhd->bqhd", pattern.to(v.dtype), v)

@@ -93,3 +93,27 @@ def test_model_gradients_equal_plain_autograds(monkeypatch):
     assert torch.equal(grads[0][0], grads[1][0])
     for name, grad in grads[0][1].items():
         assert torch.equal(grad, grads[1][1][name]), name
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no-grad", "grad"])
+def test_rows_a_hook_masks_entirely_get_a_zero_pattern(grad):
+    """A hook that sets a query row of the scores to -inf (or puts a NaN in it) leaves that row of
+    the pattern all zeros and every other row a distribution, as TransformerLens does."""
+    model = perturb_deltas(HookedIncrementTransformer(small_config("per_layer")))
+    tokens = torch.randint(0, 257, (2, 9), generator=torch.Generator().manual_seed(3))
+
+    def edit(scores, hook):
+        scores = scores.clone()
+        scores[0, 1, 4] = float("-inf")
+        scores[1, 0, 6, 2] = float("nan")
+        return scores
+
+    with torch.set_grad_enabled(grad):
+        with model.hooks(fwd_hooks=[("blocks.0.attn.hook_attn_scores", edit)]):
+            _, cache = model.run_with_cache(tokens, names_filter=["blocks.0.attn.hook_pattern"])
+    pattern = cache["blocks.0.attn.hook_pattern"]
+    assert not pattern.isnan().any()
+    assert (pattern[0, 1, 4] == 0).all() and (pattern[1, 0, 6] == 0).all()
+    sums = pattern.sum(-1)
+    sums[0, 1, 4] = sums[1, 0, 6] = 1.0
+    torch.testing.assert_close(sums, torch.ones_like(sums))
