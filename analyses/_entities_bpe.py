@@ -12,9 +12,9 @@ there:
   second word split into several tokens, the first). δ there (``blocks.{l}.hook_delta``) is the
   gap that token's position opens after the last token of the first word: the byte version's δ
   at the space, read at the token level;
-- BPE does not see the two orders alike: the second word's tokens in context may differ from the
-  first word's (``"Galilei"`` at the start vs ``" Galile" "i"`` after a space), so the two orders
-  may have different token counts and the target sits at different token indices. δ is a per-token
+- BPE does not see the two orders alike: a word takes different tokens at the start of a prompt
+  and after a space (``"Galilei"`` may be one token where ``" Galilei"`` is ``" Galile" "i"``),
+  so the two orders may have different token counts and the target sits at different indices. δ is a per-token
   gap, so real and reversed are compared by δ, never by position. Each pair records the target
   token's text and how many tokens the second word took, in both orders;
 - at the token level L0 is not identical by construction (in the byte version the space is the
@@ -22,7 +22,8 @@ there:
   and L0's δ reads the token's own embedding. So a third order separates the token's identity
   from its context: ``other first word``, the pair's second word after the *next* pair's first
   word (``"Hong York"``), the same target token as the real order in a context that does not
-  predict it; ``other − real`` is a pure context effect (0 at L0 up to BPE context);
+  predict it; ``other − real`` is a pure context effect (exactly 0 at L0, whose δ reads the
+  token alone);
 - a target token that also covers characters *before* the space (a tokenizer that merges across
   it) has no token boundary at the space: such a pair is counted as ``merged`` and left out of the
   statistics (none for SmolLM2, whose pre-tokenizer never merges across a space).
@@ -58,7 +59,8 @@ class Located:
     """A prompt as the bridge reads it and its target token.
 
     tokens: BOS + the prompt's token ids; index: the target's index in ``tokens``; text: the
-    target's decoded text; b_tokens: how many tokens overlap the second word; merged: the target
+    target's decoded text; b_tokens: how many tokens the second word with its leading space
+    takes (the target and the tokens after it up to the word's end); merged: the target
     also covers characters before the space (no token boundary there).
     """
 
@@ -125,7 +127,9 @@ def measure_pairs(
     model: nn.Module, pairs: Sequence[Pair], carriers: Sequence[str] = CARRIERS,
     batch_size: int = 64, fwd_hooks: HookSpec = None, progress: bool = True,
 ) -> TokenPairDeltas:  # fmt: skip
-    """δ at the second word's first token for every pair in both orders (see module doc)."""
+    """δ at the second word's first token of every pair in the three orders: real ("New York"),
+    reversed ("York New") and other first word ("Hong York", the next pair's first word); each
+    averaged over the carriers (see module doc)."""
     rows = delta_rows(model)
     names = [f"blocks.{layer}.hook_delta" for layer, _ in rows]
     if len(pairs) < 2:

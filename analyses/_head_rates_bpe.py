@@ -94,29 +94,32 @@ def layer_summary(heads: pd.DataFrame) -> pd.DataFrame:
 
 def plot_token_head_rates(result: HeadRates, title: str = ""):
     """Two scatters of the layer's mean δ against each head's look-back (tokens; learned axis),
-    one colour per layer; panel titles give the all-heads correlations."""
+    coloured by layer, with uniform causal attention's look-back dashed; panel titles give the
+    all-heads correlations."""
     from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     heads = result.heads
-    labels = list(dict.fromkeys(heads["layer"]))
-    colours = colormaps["viridis"](np.linspace(0, 1, max(2, len(labels))))
-    fig = Figure(figsize=(11, 4.6))
+    layer = heads["layer"].str.slice(1).astype(int).to_numpy()
+    norm = Normalize(layer.min(), max(layer.max(), layer.min() + 1))
+    cmap = colormaps["viridis"]
+    fig = Figure(figsize=(11.5, 4.6))
     axes = fig.subplots(1, 2, sharey=True)
     corr = result.correlations.set_index(["scope", "distance"])
+    uniform = {"lookback_tokens": "uniform_tokens", "lookback_learned": "uniform_learned"}
     for ax, distance, unit in zip(axes, DISTANCES, ("tokens", "learned positions"), strict=True):
-        for k, label in enumerate(labels):
-            sub = heads[heads["layer"] == label]
-            ax.scatter(sub[distance], sub["mean_delta"], s=14, color=colours[k],
-                       label=label if len(labels) <= 12 or k % 3 == 0 else None)  # fmt: skip
+        ax.scatter(heads[distance].clip(lower=0.5), heads["mean_delta"], s=14, c=layer, cmap=cmap, norm=norm)
+        ax.axvline(heads[uniform[distance]].mean(), color="0.5", ls="--", lw=0.8, label="uniform attention")
         c = corr.loc[("all heads", distance)]
         ax.set_xscale("log")
         ax.set_xlabel(f"head's mean attention look-back ({unit}, log)")
         ax.set_title(f"r {c['pearson_r']:.2f}, ρ {c['spearman_rho']:.2f} (n {c['n']})", fontsize=9)
     axes[0].set_ylabel("layer's mean δ")
-    axes[1].legend(fontsize=6, ncols=2, title="layer", title_fontsize=7)
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="layer", pad=0.01)
     fig.suptitle(title or "heads' look-back vs their layer's δ", fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -124,6 +127,8 @@ def run(model: nn.Module, params) -> Result:
     """`analyses.head_rates.run` for a bridge (``params``: `analyses.head_rates.Params`): tables
     head_rates (per layer-head), head_rate_layers and head_rate_correlations, the scatters."""
     files = params.text_file or [str(sample_file("en"))]
+    source = (", ".join(params.text_file) if params.text_file
+              else "the shipped English held-out sample (lens_positions/assets/heldout/en.jsonl)")
     texts = _common.read_texts(files, params.source, params.max_docs)
     if not texts:
         raise InputError("the text files hold no documents")
@@ -146,7 +151,11 @@ def run(model: nn.Module, params) -> Result:
         f"mean δ; correlations over all {len(heads)} layer-heads ({len(layers)} layers x {n_heads} "
         f"heads; δ repeats within a layer) and over the {len(layers)} layer means. "
         f"{int(heads['n_queries'].iloc[0]):,} query tokens (BOS excluded) in windows of up to "
-        f"{n_tokens} tokens from {len(texts)} documents of {', '.join(files)}.", "",
+        f"{n_tokens} tokens from {len(texts)} documents of {source}. The learned look-back is "
+        "close to the token look-back times the layer's δ (ratio in head_rates.csv), so its "
+        "correlation with δ is partly built in; the token look-back is the test of the post's "
+        "reading (larger δ, more local attention). Look-back includes attention to the BOS "
+        "(an attention sink in pretrained models: a head parked there looks back q tokens).", "",
         *(["**δ is the same at every token and layer** (δ = 1 on the base model and on a graft at "
            "its start): every correlation is undefined (NaN).", ""] if constant else []),
         "## Correlation of the layer's mean δ with the heads' look-back", "",
