@@ -358,6 +358,7 @@ def draw_differences(ax, detail: pd.DataFrame, versus: str = "reversed") -> None
         x = np.arange(len(layers)) + (k - (len(conds) - 1) / 2) * width
         ax.bar(x, means, width, yerr=sems, capsize=2, label=cond)
     ax.axhline(0, color="0.5", lw=0.7)
+    ax.margins(x=0.01)
     ax.set_xticks(np.arange(len(layers)), layers, fontsize=8 if len(layers) <= 12 else 6)
     ax.set_ylabel(f"δ {versus} − δ real (mean ± s.e.)")
     ax.legend(fontsize=8)

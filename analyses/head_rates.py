@@ -267,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", default=None, help='keep only .jsonl rows with this "source"')
     parser.add_argument("--max-docs", type=int, default=None, help="documents to read at most")
     parser.add_argument(
-        "--max-tokens", type=int, default=None, help="window size (default min(n_ctx, 512))"
+        "--max-tokens", type=int, default=None,
+        help="window size (default min(n_ctx, 512); a pretrained rotary model: tokens after BOS, default 256)",
     )
     return parser
 

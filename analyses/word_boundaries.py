@@ -416,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-gaps", type=int, default=None, help="stop adding documents after this many gaps"
     )
     parser.add_argument(
-        "--max-tokens", type=int, default=None, help="window size (default min(n_ctx, 512))"
+        "--max-tokens", type=int, default=None,
+        help="window size (default min(n_ctx, 512); a pretrained rotary model: tokens after BOS, default 256)",
     )
     parser.add_argument(
         "--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)"

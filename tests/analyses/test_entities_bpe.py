@@ -128,3 +128,12 @@ def test_command_options_that_do_not_apply(tiny_bridge, tmp_path):
     one.write_text("quick fox\n")
     with pytest.raises(InputError, match="at least two pairs"):
         entities.run(tiny_bridge, entities.Params(pairs=[str(one)], progress=False))
+
+
+def test_command_on_a_model_folder(tiny_llama_folder, tmp_path, capsys):
+    """``python -m analyses.entities --model FOLDER`` (an HF Llama folder) takes the token path."""
+    out = tmp_path / "e"
+    entities.main(["--model", tiny_llama_folder, "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert "second word's first token" in printed and "Every difference is 0" in printed
+    assert {p.name for p in out.iterdir()} >= {"entities.csv", "entity_pairs.csv", "entities.png"}

@@ -89,3 +89,12 @@ def test_base_model_has_undefined_correlations(tiny_llama_folder):
     assert "every correlation is undefined" in result.markdown
     with pytest.raises(InputError, match="exceed the context"):
         _head_rates_bpe.run(model, head_rates.Params(max_docs=4, max_tokens=10**5, progress=False))
+
+
+def test_command_on_a_model_folder(tiny_llama_folder, tmp_path, capsys):
+    out = tmp_path / "h"
+    head_rates.main(["--model", tiny_llama_folder, "--max-docs", "3", "--max-tokens", "16",
+                     "--out", str(out), "--no-progress"])  # fmt: skip
+    assert "one δ per layer" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} >= {"head_rates.csv", "head_rate_layers.csv",
+                                               "head_rate_correlations.csv", "head_rates.png"}
