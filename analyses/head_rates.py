@@ -78,8 +78,9 @@ def look_back(
     per layer, every head shows it; distances counted in BPE tokens, so the columns are named
     ``lookback_tokens`` and ``uniform_tokens`` instead of ``..._bytes``).
     token_lists: sequences, separator (a bridge: BOS) first, of any lengths (batches are
-    right-padded; padding and the first token are never counted as queries). Attention patterns [batch, head, q, k] are
-    reduced inside hooks as each layer produces them, so no pattern is stored. The user's
+    right-padded; padding and the first token are never counted as queries). Attention patterns
+    [batch, head, q, k] are reduced inside hooks as each layer produces them, so no pattern is
+    stored. The user's
     ``fwd_hooks`` run first, so an edited pattern or δ is what gets measured.
     Returns one row per (layer, head) with `LOOK_BACK_COLUMNS` (``bytes`` -> ``tokens`` on a bridge).
     """

@@ -213,7 +213,7 @@ def hand_over(model: nn.Module, command: str, texts: Sequence[str], source: str,
     n_ctx = n_ctx or min(256, model.cfg.n_ctx - 1)
     note = (f"> `analyses.{command}` is byte-level; given a pretrained rotary model it hands over to "
             "`analyses.token_increments` (δ per BPE token category, English word-start AUC at the "
-            f"BPE level). {not_run}Same command: `python -m analyses.token_increments --model ...`.")
+            f"BPE level). {not_run}The same analysis directly: `python -m analyses.token_increments`.")
     result = texts_result(model, texts, source, n_ctx, 32, batch_size, note)
     result.facts["handed_over_from"] = command
     return result
