@@ -20,7 +20,10 @@ to the shipped default model and texts to the held-out sample shipped with the p
 - `analyses.token_increments`: δ per token category and the word-start AUC on a pretrained rotary
   model with grafted increments (``--model`` defaults to the shipped ``smollm2-135m-per-layer``
   adapter, texts to the English held-out sample); `analyses.word_index_probes` hands such models
-  to `analyses._word_index_bpe`, the probes' BPE protocol.
+  to `analyses._word_index_bpe`, the probes' BPE protocol; `analyses.entities` and
+  `analyses.head_rates` hand them to `analyses._entities_bpe` and `analyses._head_rates_bpe`
+  (token level), `analyses.byte_increments` and `analyses.word_boundaries` to
+  `analyses.token_increments`.
 - `analyses.variants`: trained runs of the signed and two-axis variants against their base
   (losses incl. out-of-domain, which bytes go negative, boundary AUCs), from run folders.
 - `analyses.results`: all of the above on the shipped models, in one document (RESULTS.md).

@@ -19,6 +19,9 @@ Per-head models: ``head = "mean"`` rows use δ averaged over heads; ``per_head=T
 per head. The published numbers (§3.1) appear in the ``reference`` column of the shared model's
 and a per-layer model's L0 rows (non-per-head models).
 
+A pretrained rotary model (``--model smollm2-135m-per-layer``) has BPE tokens: ``run`` hands it over
+to `analyses.token_increments` (δ per token category) over the same documents.
+
 Command::
 
     python -m analyses.byte_increments [--model bilingual-shared] [--text-file FILE ...] \\
@@ -35,7 +38,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float, Int
 
-from analyses import _common
+from analyses import _common, _tokens, token_increments
 from analyses._common import (
     HookSpec,
     Result,
@@ -305,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", default=None, help='keep only .jsonl rows with this "source"')
     parser.add_argument("--max-docs", type=int, default=None, help="documents to read at most")
     parser.add_argument(
-        "--max-tokens", type=int, default=None, help="window size (default min(n_ctx, 512))"
+        "--max-tokens", type=int, default=None,
+        help="window size (default min(n_ctx, 512); a pretrained rotary model: tokens after BOS, default 256)",
     )
     parser.add_argument("--no-identity", action="store_true", help="skip the byte-identity rows")
     parser.add_argument(
@@ -315,9 +319,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(model: HookedIncrementTransformer, params: Params) -> Result:
-    """`byte_increment_table` over the files' documents; table byte_increments and its figure."""
+    """`byte_increment_table` over the files' documents; table byte_increments and its figure.
+
+    A pretrained rotary bridge (`analyses._tokens.is_token_model`) has BPE tokens, not bytes: it
+    is handed over to `analyses.token_increments` (δ per token category) over the same documents
+    (``--max-tokens``: tokens per window after BOS, default 256); identity rows, which need a
+    byte vocabulary, and ``--per-head`` (bridges have one δ per layer) have no counterpart there.
+    """
     p = params
     files = _common.default_text_files() if p.text_file is None else p.text_file
+    if _tokens.is_token_model(model):
+        if p.per_head or not files:
+            raise _common.InputError(
+                "a pretrained rotary model has BPE tokens and one δ per layer: byte-identity rows "
+                "and --per-head do not apply; for δ per token category give text files or run "
+                "`python -m analyses.token_increments`"
+            )
+        texts = _common.read_texts(files, p.source, p.max_docs)
+        return token_increments.hand_over(model, "byte_increments", texts, ", ".join(map(str, files)),
+                                          p.max_tokens, p.batch_size,
+                                          "Not run: the byte-identity rows (a byte vocabulary). ")  # fmt: skip
     texts = _common.read_texts(files, p.source, p.max_docs) if files else None
     if texts is not None and not texts:
         raise _common.InputError("the text files hold no documents")

@@ -24,10 +24,16 @@ grouped. Three conditions separate these readings:
 
 Per-head models: ``head = "mean"`` rows average δ over heads; ``per_head=True`` adds each head.
 
+Pretrained rotary bridges (``--model smollm2-135m`` or ``smollm2-135m-per-layer``): ``run``
+hands them to `analyses._entities_bpe`, the same pairs, carriers, controls and statistics at the
+token level: δ at the second word's first token (``" York"``), located by the tokenizer's
+character offsets in the whole prompt.
+
 Command::
 
     python -m analyses.entities --out out/entities
     python -m analyses.entities --model bilingual-per-layer --pairs my_pairs.txt   # "a b" per line
+    python -m analyses.entities --model smollm2-135m-per-layer --out out/entities_bpe
 """
 
 from __future__ import annotations
@@ -335,33 +341,42 @@ def entity_analysis(
     return EntityResult(pd.DataFrame(summary), pd.DataFrame(detail))
 
 
-def plot_entities(result: EntityResult, title: str = ""):
-    """Mean (reversed - real) δ per layer and condition, with the standard error over pairs
-    (head-mean rows). Positive: the real order gets the smaller space."""
-    from matplotlib.figure import Figure
-
-    detail = result.pairs[result.pairs["head"] == "mean"]
+def draw_differences(ax, detail: pd.DataFrame, versus: str = "reversed") -> None:
+    """Bars of mean (``versus`` - real) δ per layer and condition, ± the standard error over pairs,
+    on ``ax``; ``detail`` has columns condition, layer, real and ``versus``."""
     conds = list(dict.fromkeys(detail["condition"]))
     layers = list(dict.fromkeys(detail["layer"]))
-    fig = Figure(figsize=(max(5.0, 1.1 * len(layers) + 2), 3.6))
-    ax = fig.subplots()
     width = 0.8 / max(1, len(conds))
     for k, cond in enumerate(conds):
         sub = detail[detail["condition"] == cond]
         means, sems = [], []
         for layer in layers:
-            diff = (
-                sub[sub["layer"] == layer]["reversed"] - sub[sub["layer"] == layer]["real"]
-            ).to_numpy()
+            rows = sub[sub["layer"] == layer]
+            diff = (rows[versus] - rows["real"]).to_numpy()
             means.append(diff.mean())
             sems.append(diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0)
         x = np.arange(len(layers)) + (k - (len(conds) - 1) / 2) * width
         ax.bar(x, means, width, yerr=sems, capsize=2, label=cond)
     ax.axhline(0, color="0.5", lw=0.7)
-    ax.set_xticks(np.arange(len(layers)), layers)
-    ax.set_ylabel("δ reversed − δ real (mean ± s.e.)")
-    ax.set_title(title or "space inside two-word pairs", fontsize=10)
+    ax.margins(x=0.01)
+    ax.set_xticks(np.arange(len(layers)), layers, fontsize=8 if len(layers) <= 12 else 6)
+    ax.set_ylabel(f"δ {versus} − δ real (mean ± s.e.)")
     ax.legend(fontsize=8)
+
+
+def plot_entities(result: EntityResult, title: str = ""):
+    """Mean (reversed - real) δ per layer and condition, with the standard error over pairs
+    (head-mean rows). Positive: the real order gets the smaller space."""
+    from matplotlib.figure import Figure
+
+    detail = result.pairs
+    if "head" in detail:  # token-level tables have one δ per layer and no head column
+        detail = detail[detail["head"] == "mean"]
+    n_layers = detail["layer"].nunique()
+    fig = Figure(figsize=(min(14.0, max(5.0, 1.1 * n_layers + 2)), 3.6))
+    ax = fig.subplots()
+    draw_differences(ax, detail)
+    ax.set_title(title or "space inside two-word pairs", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -398,14 +413,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(model: HookedIncrementTransformer, params: Params) -> Result:
-    """`entity_analysis` of the conditions: tables entities (summary) and entity_pairs, a figure."""
-    p = params
+def conditions_of(params: Params) -> dict[str, list[Pair]]:
+    """The conditions ``params`` names: the built-in ones and/or one per pair file (its stem)."""
     conditions: dict[str, list[Pair]] = {}
-    if not p.pairs or p.with_defaults:
-        conditions.update(default_conditions(p.seed))
-    for path in p.pairs:
+    if not params.pairs or params.with_defaults:
+        conditions.update(default_conditions(params.seed))
+    for path in params.pairs:
         conditions[Path(path).stem] = read_pairs(path)
+    return conditions
+
+
+def run(model: HookedIncrementTransformer, params: Params) -> Result:
+    """`entity_analysis` of the conditions: tables entities (summary) and entity_pairs, a figure.
+    A pretrained rotary bridge (`analyses._tokens.is_token_model`) goes to the token-level
+    protocol, `analyses._entities_bpe.run`."""
+    from analyses import _tokens
+
+    if _tokens.is_token_model(model):
+        from analyses import _entities_bpe
+
+        return _entities_bpe.run(model, params)
+    p = params
+    conditions = conditions_of(p)
     result = entity_analysis(
         model, conditions, per_head=p.per_head, batch_size=p.batch_size, progress=p.progress
     )

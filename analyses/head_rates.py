@@ -20,8 +20,14 @@ Sums are in float64. The correlation table gives Pearson and Spearman correlatio
 layer. The post found r = -0.35 (Spearman -0.48) over 48 layer-heads: larger δ, more local
 attention.
 
+Pretrained rotary bridges (``--model smollm2-135m-per-layer``) have one δ per layer, no per-head
+rates: ``run`` hands them to `analyses._head_rates_bpe`, which measures each head's look-back in
+tokens and on the learned axis with this module's `look_back` and correlates it with its layer's
+mean δ (see there).
+
 Command::
 
+    python -m analyses.head_rates --model smollm2-135m-per-layer --max-docs 16 --out out/head_rates_bpe
     python -m analyses.head_rates [--model bilingual-per-layer-per-head] [--text-file FILE ...] \\
         [--max-docs 100] --out out/head_rates
 """
@@ -68,12 +74,18 @@ def look_back(
 ) -> pd.DataFrame:
     """Each head's mean δ and mean look-back (bytes and learned units), with the uniform baseline.
 
-    token_lists: sequences, separator first, of any lengths (batches are right-padded; padding and
-    the separator are never counted as queries). Attention patterns [batch, head, q, k] are
-    reduced inside hooks as each layer produces them, so no pattern is stored. The user's
+    model: a byte model, or a pretrained rotary bridge (`analyses._tokens.is_token_model`: one δ
+    per layer, every head shows it; distances counted in BPE tokens, so the columns are named
+    ``lookback_tokens`` and ``uniform_tokens`` instead of ``..._bytes``).
+    token_lists: sequences, separator (a bridge: BOS) first, of any lengths (batches are
+    right-padded; padding and the first token are never counted as queries). Attention patterns
+    [batch, head, q, k] are reduced inside hooks as each layer produces them, so no pattern is
+    stored. The user's
     ``fwd_hooks`` run first, so an edited pattern or δ is what gets measured.
-    Returns one row per (layer, head) with `LOOK_BACK_COLUMNS`.
+    Returns one row per (layer, head) with `LOOK_BACK_COLUMNS` (``bytes`` -> ``tokens`` on a bridge).
     """
+    from analyses._tokens import is_token_model
+
     cfg = model.cfg
     n_layers, n_heads = cfg.n_layers, cfg.n_heads
     keys = ("delta", "learned", "bytes", "u_learned", "u_bytes")
@@ -137,7 +149,10 @@ def look_back(
                 "ratio": mean["learned"] / scale if scale > 0 else float("nan"),
                 "n_queries": n_queries,
             })  # fmt: skip
-    return pd.DataFrame(rows, columns=list(LOOK_BACK_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(LOOK_BACK_COLUMNS))
+    if is_token_model(model):
+        table = table.rename(columns={"lookback_bytes": "lookback_tokens", "uniform_bytes": "uniform_tokens"})
+    return table
 
 
 def _layer(hook: Any) -> int:
@@ -253,13 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", default=None, help='keep only .jsonl rows with this "source"')
     parser.add_argument("--max-docs", type=int, default=None, help="documents to read at most")
     parser.add_argument(
-        "--max-tokens", type=int, default=None, help="window size (default min(n_ctx, 512))"
+        "--max-tokens", type=int, default=None,
+        help="window size (default min(n_ctx, 512); a pretrained rotary model: tokens after BOS, default 256)",
     )
     return parser
 
 
 def run(model: HookedIncrementTransformer, params: Params) -> Result:
-    """`head_rates` over the files' documents: tables heads and correlations, the scatter."""
+    """`head_rates` over the files' documents: tables heads and correlations, the scatter. A
+    pretrained rotary bridge goes to the token-level adaptation, `analyses._head_rates_bpe.run`."""
+    from analyses import _tokens
+
+    if _tokens.is_token_model(model):
+        from analyses import _head_rates_bpe
+
+        return _head_rates_bpe.run(model, params)
     files = params.text_file or _common.default_text_files()
     texts = _common.read_texts(files, params.source, params.max_docs)
     if not texts:

@@ -44,7 +44,7 @@ from analyses._common import InputError, Result, markdown_table
 from lens_positions.samples import content_key, sample_file
 
 __all__ = ["CATEGORIES", "DEFAULT_MODEL_OVERRIDE", "Params", "build_parser", "category",
-           "content_key", "main", "run", "token_deltas", "token_tables"]
+           "content_key", "hand_over", "main", "run", "texts_result", "token_deltas", "token_tables"]
 
 #: This analysis needs a pretrained rotary model (`lens_positions.rotary_models`), not the
 #: shipped byte-level default: ``--model`` defaults to the shipped graft adapter instead.
@@ -164,8 +164,17 @@ def run(model: nn.Module, params: Params) -> Result:
     if not texts:
         raise InputError(f"no held-out document (fraction {p.held_out}) in {', '.join(files)}; "
                          "--held-out 1 keeps every document")
+    source = (f"the held-out documents (fraction {p.held_out}) of {', '.join(p.data)}" if p.data
+              else "the shipped English held-out sample (lens_positions/assets/heldout/en.jsonl)")
+    return texts_result(model, texts, source, p.n_ctx, p.max_windows, p.batch_size)
+
+
+def texts_result(model: nn.Module, texts: Sequence[str], source: str, n_ctx: int = 256,
+                 max_windows: int = 32, batch_size: int = 4, note: str = "") -> Result:
+    """`token_tables` of ``texts`` as this command's `Result` (``source`` names where the texts
+    come from in the report; ``note``, if any, is printed under the title)."""
     try:
-        result = token_tables(model, texts, p.n_ctx, p.max_windows, p.batch_size)
+        result = token_tables(model, texts, n_ctx, max_windows, batch_size)
     except ValueError as e:  # too little text for one window
         raise InputError(str(e)) from e
     cats = result["categories"]
@@ -173,14 +182,12 @@ def run(model: nn.Module, params: Params) -> Result:
     summary = cats[["category", "tokens"]].assign(
         **{"mean δ (all layers)": cats[layers].mean(axis=1), "min layer mean": cats[layers].min(axis=1),
            "max layer mean": cats[layers].max(axis=1)})
-    spec = getattr(model, "base_spec", None)
-    name = getattr(spec, "name", None) or type(model).__name__
-    n_windows = result["tokens"] // p.n_ctx
-    source = ", ".join(p.data) if p.data else (
-        "the shipped English held-out sample (lens_positions/assets/heldout/en.jsonl)")
+    name = _tokens.model_name(model)
+    n_windows = result["tokens"] // n_ctx
     text = "\n".join([
         f"# δ per token category and word-start AUC: {name} ({model.increments} increments)", "",
-        f"{result['tokens']:,} held-out tokens ({n_windows} windows of {p.n_ctx} after BOS) "
+        *([note, ""] if note else []),
+        f"{result['tokens']:,} tokens ({n_windows} windows of {n_ctx} after BOS) "
         f"from {len(texts)} documents of {source}.", "",
         "## δ per category (mean over tokens; summary over layers)", "",
         markdown_table(summary, default_format=".5f"), "",
@@ -193,6 +200,23 @@ def run(model: nn.Module, params: Params) -> Result:
         facts={"tokens": result["tokens"], "windows": n_windows, "documents": len(texts),
                "n_layers": len(model.blocks), "increments": model.increments},
     )  # fmt: skip
+
+
+def hand_over(model: nn.Module, command: str, texts: Sequence[str], source: str,
+              n_ctx: int | None = None, batch_size: int = 4, not_run: str = "") -> Result:
+    """What the byte-level ``analyses.<command>`` (byte_increments, word_boundaries) returns for a
+    pretrained rotary bridge: this module's tables over ``texts`` (windows of ``n_ctx`` tokens,
+    default 256, after BOS; at most 32), with a note naming the hand-over and what of the byte
+    command does not run (``not_run``)."""
+    if not texts:
+        raise InputError("the text files hold no documents")
+    n_ctx = n_ctx or min(256, model.cfg.n_ctx - 1)
+    note = (f"> `analyses.{command}` is byte-level; given a pretrained rotary model it hands over to "
+            "`analyses.token_increments` (δ per BPE token category, English word-start AUC at the "
+            f"BPE level). {not_run}The same analysis directly: `python -m analyses.token_increments`.")
+    result = texts_result(model, texts, source, n_ctx, 32, batch_size, note)
+    result.facts["handed_over_from"] = command
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> Result:

@@ -29,6 +29,10 @@ English protocol (defined here; not in the post): in the same windows, every ASC
 Per-head models: one row per head and one for δ averaged over heads (``head = "mean"``).
 Models whose δ is the same in every layer report one ``shared`` (or ``none``) row.
 
+A pretrained rotary model (``--model smollm2-135m-per-layer``) has BPE tokens: ``run`` hands it over
+to `analyses.token_increments` (English word-start AUC at the BPE level) over the English files;
+Chinese files are refused (the gap protocol is byte-level).
+
 Command::
 
     python -m analyses.word_boundaries [--model NAME_OR_DIR] [--text-file ZH_FILE ...] \\
@@ -49,7 +53,7 @@ from jaxtyping import Float, Int
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from analyses import _common
+from analyses import _common, _tokens, token_increments
 from analyses._common import (
     HookSpec,
     Result,
@@ -412,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-gaps", type=int, default=None, help="stop adding documents after this many gaps"
     )
     parser.add_argument(
-        "--max-tokens", type=int, default=None, help="window size (default min(n_ctx, 512))"
+        "--max-tokens", type=int, default=None,
+        help="window size (default min(n_ctx, 512); a pretrained rotary model: tokens after BOS, default 256)",
     )
     parser.add_argument(
         "--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)"
@@ -421,10 +426,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _token_hand_over(model, p: Params) -> Result:
+    """A pretrained rotary bridge: `analyses.token_increments` (English word-start AUC at the BPE
+    level) over the English files (default: the shipped English sample). The Chinese protocol
+    scores gaps between characters, which BPE tokens do not line up with: refused."""
+    if p.text_file:
+        raise _common.InputError(
+            "the Chinese protocol (gaps between characters vs jieba) is byte-level and does not run "
+            "on a pretrained rotary model's BPE tokens; give --en-file for the English word-start "
+            "AUC at the BPE level (analyses.token_increments)"
+        )
+    files = p.en_file or [str(sample_file("en"))]
+    texts = _common.read_texts(files, p.en_source, p.max_docs)
+    return token_increments.hand_over(model, "word_boundaries", texts, ", ".join(map(str, files)),
+                                      p.max_tokens, p.batch_size,
+                                      "Not run: the Chinese gaps vs jieba (a byte-level protocol). ")  # fmt: skip
+
+
 def run(model: HookedIncrementTransformer, params: Params) -> Result:
-    """`word_boundary_table` (table word_boundaries) and the AUC figure."""
+    """`word_boundary_table` (table word_boundaries) and the AUC figure. A pretrained rotary
+    bridge is handed over to `analyses.token_increments` (see `_token_hand_over`)."""
     p = params
     zh_files, en_files = p.text_file, p.en_file
+    if _tokens.is_token_model(model):
+        return _token_hand_over(model, p)
     if zh_files is None and en_files is None:
         zh_files, en_files = [str(sample_file("zh"))], [str(sample_file("en"))]
     if not zh_files and not en_files:

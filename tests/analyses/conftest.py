@@ -90,3 +90,19 @@ def text_files(tmp_path) -> dict[str, str]:
     en = tmp_path / "en.txt"
     en.write_text(EN_TEXT, encoding="utf-8")
     return {"zh": str(zh), "en": str(en)}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_folder(tmp_path_factory) -> str:
+    """A tiny random Llama saved once (`lens_positions.rotary_models.save_tiny_llama`)."""
+    from lens_positions.rotary_models import save_tiny_llama
+
+    return str(save_tiny_llama(tmp_path_factory.mktemp("tiny_llama") / "m"))
+
+
+@pytest.fixture
+def tiny_bridge(tiny_llama_folder):
+    """A fresh per-layer bridge around the tiny Llama (δ = 1 exactly until a test moves it)."""
+    from lens_positions.rotary_models import load_rotary_model
+
+    return load_rotary_model(tiny_llama_folder, increments="per_layer")

@@ -153,3 +153,33 @@ def test_command_writes_table_and_figures(saved_models, text_files, tmp_path, ca
     assert "| layer" in printed and "a-z" in printed and "0.68-0.96 (0.79)" in printed
     for name in ("byte_increments.csv", "byte_increments.png", "byte_increments.svg"):
         assert (out / name).stat().st_size > 1000
+
+
+def test_a_pretrained_rotary_bridge_is_handed_to_token_increments(tiny_bridge, tmp_path):
+    """A bridge has BPE tokens: run gives analyses.token_increments' tables over the same
+    documents (source filter and max_docs applied as for bytes); options with no token-level
+    counterpart are usage errors naming the way out."""
+    import json
+
+    import pandas as pd
+
+    from analyses import token_increments
+    from analyses._common import InputError
+
+    with torch.no_grad():
+        for block in tiny_bridge.blocks:
+            block.delta_mlp.W_out.normal_(0, 0.5)
+    text = "the quick brown fox jumps over the lazy dog. when the cat sat on the mat, 42!\n"
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"text": text * 4, "source": "en"}) + "\n"
+                    + json.dumps({"text": "dropped by the source filter", "source": "zh"}) + "\n")
+    params = byte_increments.Params(text_file=[str(path)], source="en", max_tokens=16, progress=False)
+    result = byte_increments.run(tiny_bridge, params)
+    assert set(result.tables) == {"categories", "word_start_auc"}
+    assert result.facts["handed_over_from"] == "byte_increments" and result.facts["documents"] == 1
+    assert "hands over to `analyses.token_increments`" in result.markdown
+    want = token_increments.token_tables(tiny_bridge, [text * 4], n_ctx=16, max_windows=32, batch_size=8)
+    pd.testing.assert_frame_equal(result.tables["categories"], want["categories"])
+    for bad in (byte_increments.Params(per_head=True), byte_increments.Params(text_file=[])):
+        with pytest.raises(InputError, match="analyses.token_increments"):
+            byte_increments.run(tiny_bridge, bad)

@@ -220,3 +220,28 @@ def test_word_boundary_table_and_command(saved_models, text_files, tmp_path, cap
     )
     for name in ("word_boundaries.csv", "word_boundaries.png", "word_boundaries.svg"):
         assert (out / name).stat().st_size > 1000
+
+
+def test_a_pretrained_rotary_bridge_is_handed_to_token_increments(tiny_bridge, tmp_path):
+    """A bridge: the English word-start AUC at the BPE level (analyses.token_increments) over the
+    English files; Chinese files are refused with an error naming the byte-level protocol."""
+    import pandas as pd
+
+    from analyses import token_increments
+    from analyses._common import InputError
+
+    with torch.no_grad():
+        for block in tiny_bridge.blocks:
+            block.delta_mlp.W_out.normal_(0, 0.5)
+    text = "the quick brown fox jumps over the lazy dog when the cat sat on the mat\n" * 3
+    en = tmp_path / "en.txt"
+    en.write_text(text)
+    params = word_boundaries.Params(en_file=[str(en)], max_tokens=16, progress=False)
+    result = word_boundaries.run(tiny_bridge, params)
+    assert result.facts["handed_over_from"] == "word_boundaries"
+    assert "Not run: the Chinese gaps vs jieba" in result.markdown
+    want = token_increments.token_tables(tiny_bridge, [text], n_ctx=16, max_windows=32, batch_size=8)
+    pd.testing.assert_frame_equal(result.tables["word_start_auc"], want["auc"])
+    assert (result.tables["word_start_auc"].auc != 0.5).all()  # δ moved: the AUC is measured
+    with pytest.raises(InputError, match="Chinese protocol"):
+        word_boundaries.run(tiny_bridge, word_boundaries.Params(text_file=[str(en)]))
