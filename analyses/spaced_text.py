@@ -37,8 +37,8 @@ from lens_positions.plots import (
     plot_spaced_text,
     spaced_text_data,
     spaced_text_html,
-    token_spaced_text_data,
 )
+from lens_positions.token_units import token_spaced_text_data
 
 
 def spaced_texts(
@@ -48,7 +48,7 @@ def spaced_texts(
     fwd_hooks: HookSpec = None,
 ) -> list[SpacedText]:
     """`SpacedText` data of each text (see `lens_positions.plots.spaced_text_data`); by token for
-    a pretrained rotary model (`lens_positions.plots.token_spaced_text_data`)."""
+    a pretrained rotary model (`lens_positions.token_units.token_spaced_text_data`)."""
     if _tokens.is_token_model(model):
         if head is not None:
             raise InputError("--head: pretrained rotary models have no per-head rates")
@@ -59,10 +59,11 @@ def spaced_texts(
 def gap_table(data: Sequence[SpacedText], top: int = 5) -> pd.DataFrame:
     """Per text and row: number of characters, mean δ per byte, mean character increment, and the
     ``top`` largest character increments as ``before→char`` pairs (the gap opens before ``char``).
-    Token data (``unit="token"``): tokens, mean δ per token, mean token increment, gaps by token."""
+    Token data (``unit="token"``): tokens and units (a character split over several tokens is one
+    unit), mean δ per token, mean unit increment, gaps by unit."""
     records = []
     for k, d in enumerate(data):
-        unit, per = ("token", "token") if d.unit == "token" else ("char", "byte")
+        unit, per = ("unit", "token") if d.unit == "token" else ("char", "byte")
         for r, label in enumerate(d.rows):
             inc = d.char_increments[r]
             order = (
@@ -71,11 +72,14 @@ def gap_table(data: Sequence[SpacedText], top: int = 5) -> pd.DataFrame:
             gaps = ", ".join(
                 f"{_show(d.chars[i - 1])}→{_show(d.chars[i])} {inc[i]:.2f}" for i in order
             )
+            sizes = {"chars": len(d.chars)} if d.unit != "token" else {
+                "tokens": d.byte_deltas.shape[1], "units": len(d.chars)
+            }  # fmt: skip
             records.append(
                 {
                     "text": k,
                     "layer": label,
-                    f"{unit}s": len(d.chars),
+                    **sizes,
                     f"delta_per_{per}": float(d.byte_deltas[r].mean()),
                     f"{unit}_increment": float(inc.mean()),
                     "largest_gaps": gaps,

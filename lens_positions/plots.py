@@ -313,49 +313,21 @@ def spaced_text_from_spans(
     )
 
 
-@torch.no_grad()
-def token_spaced_text_data(
-    model: Any,
-    text: str,
-    fwd_hooks: Sequence[tuple[Any, Callable[..., Any]]]
-    | Callable[[torch.Tensor], Sequence[Any]]
-    | None = None,
-) -> SpacedText:
-    """`spaced_text_data` of a pretrained rotary bridge: ``text`` after a BOS, one unit per token
-    (`lens_positions.token_units`), every reported layer's δ from ``blocks.{l}.hook_delta``."""
-    from lens_positions.token_units import token_chunks
-
-    if not text:
-        raise ValueError("empty text: nothing to draw")
-    chunks, spans = token_chunks(model, text, window=int(model.cfg.n_ctx) - 1)
-    if len(chunks) > 1:
-        raise ValueError(f"text is longer than the context ({model.cfg.n_ctx} tokens with the BOS)")
-    ids = chunks[0]
-    tokens = torch.tensor([ids], dtype=torch.long, device=next(model.parameters()).device)
-    rows = delta_rows(model)
-    names = [f"blocks.{layer}.hook_delta" for layer, _ in rows]
-    user = list(fwd_hooks(tokens) if callable(fwd_hooks) else (fwd_hooks or []))
-    with model.hooks(fwd_hooks=user):
-        _, cache = model.run_with_cache(tokens, names_filter=names)
-    deltas = torch.stack([cache[n][0] for n in names]).float().cpu().numpy()  # [rows, pos]
-    units = [CharSpan(s.text, s.start - 1, s.end - 1) for s in spans[1:]]  # after the BOS
-    return spaced_text_from_spans(
-        text, units, [u.text.encode("utf-8") for u in units], deltas[:, 1:], [label for _, label in rows],
-        unit="token", ids=ids[1:],
-    )
-
-
 # ------------------------------------------------------------------------------------------ layout
 def _unit_em(data: SpacedText) -> float:
     """Width in em of one scaled position unit: a little more than the text's mean glyph width,
-    so that at mean spacing neighbouring glyphs just clear each other (tokens: a little more than
-    the 80th percentile of their widths)."""
-    widths = [unit_em(ch, data.unit) for ch in data.chars]
-    if data.unit == "token":
-        # Token widths vary far more than glyph widths (" a" vs " documentation"): spacing by the
-        # mean would squeeze a third of them; by the 80th percentile most stand clear.
-        return 1.1 * float(np.percentile(widths, 80))
-    return 1.2 * float(np.mean(widths))
+    so that at mean spacing neighbouring glyphs just clear each other.
+
+    Tokens vary far more in width (" a" vs " documentation") and in how far apart they are (a
+    character split over three tokens is three positions wide): the unit is what 90% of them need
+    to clear their neighbours at their mean spacing, so only the widest few are squeezed.
+    """
+    widths = np.array([unit_em(ch, data.unit) for ch in data.chars])
+    if data.unit != "token":
+        return 1.2 * float(widths.mean())
+    inc = data.char_increments.mean(axis=0)  # [units] mean over rows
+    spacing = np.where(inc > 0, inc, 1e-6) / max(float(inc.mean()), 1e-6)  # in scaled units
+    return 1.05 * float(np.percentile(widths / spacing, 90))
 
 
 def _drawn(ch: str, unit: str) -> tuple[str, bool, float]:

@@ -143,7 +143,7 @@ def row_sets(result: TextIncrements) -> list[dict[str, Any]]:
     step = math.ceil(n / k)
     return [
         {"label": f"the {k} layers whose δ vary most", "rows": varied},
-        {"label": f"every {step}th layer", "rows": list(range(0, n, step))},
+        {"label": f"layers 0, {step}, {2 * step}, …", "rows": list(range(0, n, step))},
         everything,
     ]
 

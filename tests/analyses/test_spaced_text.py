@@ -156,7 +156,8 @@ def test_token_model_is_drawn_by_token(tiny_llama):
         assert delta.std() > 0.01
         np.testing.assert_allclose(data.positions[layer], np.cumsum(delta)[ends - 1], rtol=1e-6)
     gaps = result.tables["spaced_text_gaps"]
-    assert list(gaps.columns[2:5]) == ["tokens", "delta_per_token", "token_increment"]
+    assert list(gaps.columns[2:6]) == ["tokens", "units", "delta_per_token", "unit_increment"]
+    assert gaps["tokens"].iloc[0] == len(data.chars) + 2 and gaps["units"].iloc[0] == len(data.chars)
     assert "␣lazy" in gaps["largest_gaps"].str.cat() and "by token" in result.markdown
     with pytest.raises(spaced_text.InputError, match="per-head"):
         spaced_text.spaced_texts(model, [text], head=0)

@@ -176,3 +176,11 @@ def test_cli_report_on_a_model_folder(folder, tmp_path, capsys):
     ends = [*data["cstart"][1:], n_tokens + 1]
     assert data["pos"][0] == [float(e - 1) for e in ends]
     assert "".join(data["chars"][1:]) == TEXT
+
+
+def test_a_folder_that_is_not_a_rotary_model_gets_a_clear_error(tmp_path):
+    folder = tmp_path / "gpt2ish"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    with pytest.raises(SystemExit, match=r"^error: .*gpt2ish"):
+        main(["report", "hello", "--model", str(folder), "--out", ""])
