@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
@@ -93,7 +94,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     text = _read_text(args)
     rotary = is_rotary_model_name(args.model)  # a pretrained rotary model: reported by token
     try:
-        model = load_named_rotary(args.model) if rotary else HookedIncrementTransformer.from_pretrained(args.model)
+        if rotary:  # TransformerLens prints "Moving model to device": keep stdout for the summary
+            with contextlib.redirect_stdout(sys.stderr):
+                model = load_named_rotary(args.model)
+        else:
+            model = HookedIncrementTransformer.from_pretrained(args.model)
     except (CheckpointError, RotaryModelError) as e:
         raise SystemExit(f"error: {e}") from e
     packer = AttentionPacker() if args.out and not args.no_attention else None

@@ -184,3 +184,8 @@ def test_a_folder_that_is_not_a_rotary_model_gets_a_clear_error(tmp_path):
     (folder / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
     with pytest.raises(SystemExit, match=r"^error: .*gpt2ish"):
         main(["report", "hello", "--model", str(folder), "--out", ""])
+
+
+def test_stdout_holds_only_the_summary(folder, capsys):
+    main(["report", "the cat", "--model", str(folder), "--out", "", "--threads", "1"])
+    assert capsys.readouterr().out.startswith(f"model {folder} (pretrained rotary")
