@@ -104,7 +104,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     packer = AttentionPacker() if args.out and not args.no_attention else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = compute_increments(model, text, progress=True, on_pattern=packer)
+        kw = {"window": args.window} if args.window is not None else {}
+        try:
+            result = compute_increments(model, text, progress=True, on_pattern=packer, **kw)
+        except ValueError as e:  # e.g. a window too small for a split character
+            raise SystemExit(f"error: {e}") from e
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if rotary:
@@ -164,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="lens_positions_report.html", help="HTML report path ('' for none)")
     rep.add_argument("--no-attention", action="store_true", help="leave the attention patterns out of the HTML")
     rep.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    rep.add_argument(
+        "--window", type=int, default=None,
+        help="pretrained models: tokens per chunk after its BOS (default 512, the most the context allows)",
+    )
     rep.set_defaults(func=cmd_report)
     models = sub.add_parser("models", help="list the shipped models")
     models.set_defaults(func=cmd_models)

@@ -49,7 +49,7 @@
     if (tokens) { return ch.replace(/\n/g, '⏎'); }
     return ch === ' ' ? ' ' : ch === '\n' ? '⏎' : glyph(c);
   }
-  function breaks(c) { return D.chars[c].indexOf('\n') >= 0 ? '<br>' : ''; }
+  function breaks(c) { return '<br>'.repeat(D.chars[c].split('\n').length - 1); }
   function tokenRange(c) { return [D.cstart[c], c + 1 < D.cstart.length ? D.cstart[c + 1] : nTokens]; }
   function hex(b) { return (b < 16 ? '0' : '') + b.toString(16).toUpperCase(); }
   function tokenTip(row, c) {

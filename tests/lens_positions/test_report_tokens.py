@@ -189,3 +189,33 @@ def test_a_folder_that_is_not_a_rotary_model_gets_a_clear_error(tmp_path):
 def test_stdout_holds_only_the_summary(folder, capsys):
     main(["report", "the cat", "--model", str(folder), "--out", "", "--threads", "1"])
     assert capsys.readouterr().out.startswith(f"model {folder} (pretrained rotary")
+
+
+class _PieceTokenizer:
+    """A SentencePiece-like decoder: a token alone loses its leading space ("▁the" → "the"), so
+    decoding tokens one by one does not give the text back, but decoding prefixes does."""
+
+    def __init__(self, pieces: list[str]):
+        self.pieces = pieces
+
+    def decode(self, ids, clean_up_tokenization_spaces=False):
+        return "".join(self.pieces[i] for i in ids).replace("▁", " ").removeprefix(" ")
+
+
+def test_units_fall_back_to_decoded_prefixes():
+    tok = _PieceTokenizer(["▁the", "▁cat", "▁sat", "."])
+    units = token_units(tok, [0, 1, 2, 3], "the cat sat.")
+    assert [u.text for u in units] == ["the", " cat", " sat", "."]
+    assert [(u.start, u.end) for u in units] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    with pytest.warns(UserWarning, match="each token is shown alone"):
+        alone = token_units(tok, [0, 1], "not this text")
+    assert [u.text for u in alone] == ["the", "cat"]
+
+
+def test_cli_window_splits_a_text(folder, capsys):
+    main(["report", TEXT, "--model", str(folder), "--out", "", "--threads", "1", "--window", "8"])
+    captured = capsys.readouterr()
+    assert re.search(r"\d+ tokens \(.*\), [4-9] chunks", captured.out)
+    assert "warning: text is longer than the window (8 tokens)" in captured.err
+    with pytest.raises(SystemExit, match="a window of 2 tokens leaves no room"):
+        main(["report", TEXT, "--model", str(folder), "--out", "", "--window", "2"])
