@@ -219,3 +219,49 @@ def test_cli_window_splits_a_text(folder, capsys):
     assert "warning: text is longer than the window (8 tokens)" in captured.err
     with pytest.raises(SystemExit, match="a window of 2 tokens leaves no room"):
         main(["report", TEXT, "--model", str(folder), "--out", "", "--window", "2"])
+
+
+@pytest.mark.slow
+def test_token_page_draws_in_headless_chromium(tmp_path):
+    """The page's token views in a browser: no script errors, one span per unit, the row
+    subsets, the token tooltip, the attention view (a 12-layer tiny model, a 2-chunk text)."""
+    import os
+    import shutil
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: scripts/setup.sh installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it as root)")
+    from playwright.sync_api import sync_playwright
+
+    model = load_rotary_model(save_tiny_llama(tmp_path / "deep", n_layers=12), increments="per_layer")
+    with torch.no_grad():
+        for block in model.blocks:
+            block.delta_mlp.W_out.normal_(0, 0.5)
+    packer = AttentionPacker()
+    with pytest.warns(UserWarning, match="split into 2 chunks"):
+        result = compute_increments(model, TEXT, on_pattern=packer, window=20)
+    out = tmp_path / "page.html"
+    out.write_text(build_report(model, result, "tiny", attention=packer.blobs), encoding="utf-8")
+    n_units = len(result.text_units)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(out.as_uri(), wait_until="load", timeout=20_000)
+        page.wait_for_function("document.getElementById('att-status').textContent === ''", timeout=20_000)
+        assert page.locator("#chars .c").count() == n_units and page.locator("#chars .cut").count() == 1
+        first_chunk = sorted(result.starts)[1] - 1  # units of the first chunk (after its BOS)
+        assert page.locator("#spaced text.ch").count() == 8 * first_chunk  # the 8 most varied layers
+        page.select_option("#spaced-rows", "2")
+        assert page.locator("#spaced text.ch").count() == 12 * first_chunk
+        page.locator("#chars .c").nth(1).hover()
+        tip = page.locator("#tip").inner_text()
+        assert "token id" in tip and '" quick"' in tip and "surprisal" in tip
+        page.locator("#att-text .a").nth(3).hover()
+        assert page.locator("#att-text .a[style*='rgba']").count() > 1
+        browser.close()
+    assert not errors, errors
