@@ -13,6 +13,9 @@ are joined) lives in one place:
   few long documents do not make up the whole sample;
 - `encode`, `token_texts`, `bos_id`, `pad_id`, `model_name`.
 
+The facts `lens_positions` itself needs (which models are token models, the BOS, the tokenizer's
+ids of a text) live in `lens_positions.token_units` (the report uses them) and are re-exported here.
+
 Positions: with every δ = 1 the graft gives the BOS position 0 and the t-th token position t, as
 HF's own ``position_ids`` (see `lens_positions.rotary_models`).
 """
@@ -20,9 +23,10 @@ HF's own ``position_ids`` (see `lens_positions.rotary_models`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from torch import nn
+
+from lens_positions.token_units import bos_id, encode, is_token_model
 
 __all__ = [
     "bos_id",
@@ -36,18 +40,6 @@ __all__ = [
 ]
 
 
-def is_token_model(model: Any) -> bool:
-    """True for a pretrained rotary bridge (`lens_positions.load_rotary_model`), False for the
-    byte models (`lens_positions.HookedIncrementTransformer`)."""
-    return hasattr(model, "increment_graft")
-
-
-def bos_id(model: nn.Module) -> int:
-    """The token that starts every window (BOS, or EOS for tokenizers without one)."""
-    tok = model.tokenizer
-    return int(tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
-
-
 def pad_id(model: nn.Module) -> int:
     """The id right-padding uses (the model is causal: padding never changes real positions)."""
     tok = model.tokenizer
@@ -55,11 +47,6 @@ def pad_id(model: nn.Module) -> int:
         if value is not None:
             return int(value)
     return 0
-
-
-def encode(model: nn.Module, text: str) -> list[int]:
-    """The model tokenizer's ids of ``text``, without special tokens."""
-    return list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def token_texts(model: nn.Module, ids: Sequence[int]) -> list[str]:

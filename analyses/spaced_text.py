@@ -8,10 +8,15 @@ interactive ``spaced_text.html`` (hover: bytes, δ, position), and prints (and w
 
 Per-head models: δ averaged over heads unless ``--head H``.
 
+Pretrained rotary models (``--model smollm2-135m-per-layer``, ``smollm2-135m`` or a Hugging Face
+folder) are drawn by token: each token at the running sum of its δ after the BOS (a character the
+tokenizer splits over several tokens is one unit, its tokens' δ summed), spaces shown as ``·``.
+
 Command::
 
     python -m analyses.spaced_text --out out/spaced_text
     python -m analyses.spaced_text --model bilingual-per-layer --text "New York is big." --scale row
+    python -m analyses.spaced_text --model smollm2-135m-per-layer --out results/spaced_text/smollm2-135m-per-layer
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analyses import _common
-from analyses._common import HookSpec, Result
+from analyses import _common, _tokens
+from analyses._common import HookSpec, InputError, Result
 from lens_positions import HookedIncrementTransformer
 from lens_positions.plots import (
     DEFAULT_SENTENCES,
@@ -33,6 +38,7 @@ from lens_positions.plots import (
     spaced_text_data,
     spaced_text_html,
 )
+from lens_positions.token_units import token_spaced_text_data
 
 
 def spaced_texts(
@@ -41,15 +47,23 @@ def spaced_texts(
     head: int | None = None,
     fwd_hooks: HookSpec = None,
 ) -> list[SpacedText]:
-    """`SpacedText` data of each text (see `lens_positions.plots.spaced_text_data`)."""
+    """`SpacedText` data of each text (see `lens_positions.plots.spaced_text_data`); by token for
+    a pretrained rotary model (`lens_positions.token_units.token_spaced_text_data`)."""
+    if _tokens.is_token_model(model):
+        if head is not None:
+            raise InputError("--head: pretrained rotary models have no per-head rates")
+        return [token_spaced_text_data(model, t, fwd_hooks=fwd_hooks) for t in texts]
     return [spaced_text_data(model, t, head=head, fwd_hooks=fwd_hooks) for t in texts]
 
 
 def gap_table(data: Sequence[SpacedText], top: int = 5) -> pd.DataFrame:
     """Per text and row: number of characters, mean δ per byte, mean character increment, and the
-    ``top`` largest character increments as ``before→char`` pairs (the gap opens before ``char``)."""
+    ``top`` largest character increments as ``before→char`` pairs (the gap opens before ``char``).
+    Token data (``unit="token"``): tokens and units (a character split over several tokens is one
+    unit), mean δ per token, mean unit increment, gaps by unit."""
     records = []
     for k, d in enumerate(data):
+        unit, per = ("unit", "token") if d.unit == "token" else ("char", "byte")
         for r, label in enumerate(d.rows):
             inc = d.char_increments[r]
             order = (
@@ -58,13 +72,16 @@ def gap_table(data: Sequence[SpacedText], top: int = 5) -> pd.DataFrame:
             gaps = ", ".join(
                 f"{_show(d.chars[i - 1])}→{_show(d.chars[i])} {inc[i]:.2f}" for i in order
             )
+            sizes = {"chars": len(d.chars)} if d.unit != "token" else {
+                "tokens": d.byte_deltas.shape[1], "units": len(d.chars)
+            }  # fmt: skip
             records.append(
                 {
                     "text": k,
                     "layer": label,
-                    "chars": len(d.chars),
-                    "delta_per_byte": float(d.byte_deltas[r].mean()),
-                    "char_increment": float(inc.mean()),
+                    **sizes,
+                    f"delta_per_{per}": float(d.byte_deltas[r].mean()),
+                    f"{unit}_increment": float(inc.mean()),
                     "largest_gaps": gaps,
                 }
             )
@@ -72,7 +89,8 @@ def gap_table(data: Sequence[SpacedText], top: int = 5) -> pd.DataFrame:
 
 
 def _show(ch: str) -> str:
-    return {" ": "␣", "\n": "↵"}.get(ch, ch)
+    """A unit in the gap table: spaces as ␣, newlines as ↵ (a token's each character so)."""
+    return "".join({" ": "␣", "\n": "↵"}.get(c, c) for c in ch)
 
 
 @dataclass
@@ -131,7 +149,10 @@ def run(model: HookedIncrementTransformer, params: Params) -> Result:
     texts = texts or list(DEFAULT_SENTENCES)
     data = spaced_texts(model, texts, head=p.head)
     scales = ("row", "shared") if p.scale == "both" else (p.scale,)
-    title = model.cfg.variant_name
+    if _tokens.is_token_model(model):
+        title = f"{_tokens.model_name(model)}, {model.increments.replace('_', '-')} increments, by token"
+    else:
+        title = model.cfg.variant_name
     note = f" ({data[0].head_note})" if data[0].head_note else ""
     gaps = gap_table(data, top=p.top)
     lines = [f"# Spaced text — {title}{note}\n", *(f"- text {k}: {t}" for k, t in enumerate(texts))]

@@ -2,6 +2,7 @@
 
     lens-positions report "any text" [--model NAME_OR_DIR] [--out report.html]
     lens-positions report --file notes.txt
+    lens-positions report --model smollm2-135m-per-layer "any text"   (a pretrained model, by token)
     echo "text" | lens-positions report
     lens-positions models
 """
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
@@ -75,32 +77,50 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from lens_positions.checkpoints import CheckpointError
     from lens_positions.model import HookedIncrementTransformer
-    from lens_positions.report import AttentionPacker, build_report, write_report
+    from lens_positions.report import AttentionPacker, build_report, variant_label, write_report
+    from lens_positions.rotary_models import (
+        RotaryModelError,
+        is_rotary_model_name,
+        load_named_rotary,
+    )
     from lens_positions.summary import (
         compute_increments,
         terminal_summary,
         validation_bits_per_byte,
+        validation_bits_per_token,
     )
 
     torch.set_num_threads(args.threads)
     text = _read_text(args)
+    rotary = is_rotary_model_name(args.model)  # a pretrained rotary model: reported by token
     try:
-        model = HookedIncrementTransformer.from_pretrained(args.model)
-    except CheckpointError as e:
+        if rotary:  # TransformerLens prints "Moving model to device": keep stdout for the summary
+            with contextlib.redirect_stdout(sys.stderr):
+                model = load_named_rotary(args.model)
+        else:
+            model = HookedIncrementTransformer.from_pretrained(args.model)
+    except (CheckpointError, RotaryModelError) as e:
         raise SystemExit(f"error: {e}") from e
     packer = AttentionPacker() if args.out and not args.no_attention else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = compute_increments(model, text, progress=True, on_pattern=packer)
+        kw = {"window": args.window} if args.window is not None else {}
+        try:
+            result = compute_increments(model, text, progress=True, on_pattern=packer, **kw)
+        except ValueError as e:  # e.g. a window too small for a split character
+            raise SystemExit(f"error: {e}") from e
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    result.val_bits_per_byte = validation_bits_per_byte(args.model)
+    if rotary:
+        result.val_bits_per_token = validation_bits_per_token(args.model)
+    else:
+        result.val_bits_per_byte = validation_bits_per_byte(args.model)
     # The page first: a closed stdout (a pipe into head) must not cost the report.
     path = None
     if args.out:
         page = build_report(model, result, str(args.model), attention=packer.blobs if packer else None)
         path = write_report(page, args.out)
-    _print(f"model {args.model} ({model.cfg.variant_name}, {model.cfg.n_layers} layers)\n" + terminal_summary(result))
+    _print(f"model {args.model} ({variant_label(model)}, {model.cfg.n_layers} layers)\n" + terminal_summary(result))
     if path is not None:
         _print(f"\nreport written to {path}")
     return 0
@@ -139,10 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="learned positions of a text: terminal summary and HTML report")
     rep.add_argument("text", nargs="?", help="the text ('-' or nothing: read stdin)")
     rep.add_argument("--file", help="read the text from this UTF-8 file")
-    rep.add_argument("--model", default=DEFAULT_MODEL, help=f"shipped model name or checkpoint folder (default {DEFAULT_MODEL})")
+    rep.add_argument(
+        "--model", default=DEFAULT_MODEL,
+        help=f"shipped model name or checkpoint folder (default {DEFAULT_MODEL}); or a pretrained rotary "
+        "model (smollm2-135m, the adapter smollm2-135m-per-layer, a Hugging Face model folder), "
+        "reported by token",
+    )
     rep.add_argument("--out", default="lens_positions_report.html", help="HTML report path ('' for none)")
     rep.add_argument("--no-attention", action="store_true", help="leave the attention patterns out of the HTML")
     rep.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    rep.add_argument(
+        "--window", type=int, default=None,
+        help="pretrained models: tokens per chunk after its BOS (default 512, the most the context allows)",
+    )
     rep.set_defaults(func=cmd_report)
     models = sub.add_parser("models", help="list the shipped models")
     models.set_defaults(func=cmd_models)

@@ -28,7 +28,7 @@ import html
 import json
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,11 +43,11 @@ from lens_positions.glyphs import (
     fit_widths,
     font_covers,
     glyph,
-    glyph_em,
     is_wide,
     neighbour_room,
 )
-from lens_positions.tokenizer import char_spans, encode
+from lens_positions.token_units import is_blank, unit_em, unit_glyph
+from lens_positions.tokenizer import CharSpan, char_spans, encode
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -98,16 +98,25 @@ _CJK_FILE_HINTS = (
 )
 
 # ------------------------------------------------------------------------------------------ rows
+def increments_of(model: HookedIncrementTransformer) -> tuple[str, bool]:
+    """(increments variant, per-head) of a byte model or a pretrained rotary bridge (whose
+    TransformerLens config knows neither: its graft names the variant, and it has no per-head rates)."""
+    graft = getattr(model, "increment_graft", None)
+    if graft is not None:
+        return graft.increments, False
+    return model.cfg.increments, bool(model.cfg.per_head)
+
+
 def delta_rows(model: HookedIncrementTransformer) -> list[tuple[int, str]]:
     """The layers whose δ differ, as ``(layer index, label)``.
 
     Per-layer models: every layer, labelled ``L0``, ``L1``, ... Other variants compute one δ that
     every layer uses, so one row, labelled ``shared`` (shared or frozen table) or ``none``.
     """
-    cfg = model.cfg
-    if cfg.increments == "per_layer":
-        return [(layer, f"L{layer}") for layer in range(cfg.n_layers)]
-    return [(0, "shared" if cfg.increments == "shared" else "none")]
+    increments = increments_of(model)[0]
+    if increments == "per_layer":
+        return [(layer, f"L{layer}") for layer in range(model.cfg.n_layers)]
+    return [(0, "shared" if increments == "shared" else "none")]
 
 
 # ------------------------------------------------------------------------------------------ fonts
@@ -140,7 +149,7 @@ def find_cjk_font() -> str | None:
 
 def _font_families(texts: Sequence[SpacedText]) -> list[str]:
     """Font list for matplotlib: a CJK family first when any text needs one, then DejaVu Sans."""
-    needs_cjk = any(is_wide(ch) for t in texts for ch in t.chars)
+    needs_cjk = any(is_wide(ch) for t in texts for unit in t.chars for ch in unit)
     if not needs_cjk:
         return ["DejaVu Sans"]
     family = find_cjk_font()
@@ -157,10 +166,14 @@ def _font_families(texts: Sequence[SpacedText]) -> list[str]:
 # ------------------------------------------------------------------------------------------ data
 @dataclass
 class SpacedText:
-    """Per-character learned positions of one text, one row per reported layer.
+    """Per-unit learned positions of one text, one row per reported layer.
 
-    chars: the text's characters (the separator the model saw first is not included).
-    char_bytes: each character's UTF-8 bytes.
+    The unit is a character (byte models) or a token (pretrained rotary models, ``unit="token"``:
+    one token, or the few tokens of a character the tokenizer splits; `lens_positions.token_units`).
+    Read "byte" below as "token" for those.
+
+    chars: the text's units (the separator / BOS the model saw first is not included).
+    char_bytes: each unit's UTF-8 bytes.
     rows: row labels (``L0``... or ``shared``/``none``), with ``head_note`` saying how per-head
         increments were reduced (``""``, ``"head mean"`` or ``"head h"``).
     byte_deltas: δ of every byte [n_rows, n_bytes] (the separator's δ dropped).
@@ -177,13 +190,16 @@ class SpacedText:
     byte_deltas: Float[np.ndarray, "rows bytes"]
     char_increments: Float[np.ndarray, "rows chars"]
     positions: Float[np.ndarray, "rows chars"]
+    unit: str = "character"
+    unit_tokens: list[list[int]] = field(default_factory=list)  # each unit's token ids (tokens only)
 
     def byte_slices(self) -> list[slice]:
-        """For each character, the slice of ``byte_deltas`` columns that are its bytes."""
+        """For each unit, the slice of ``byte_deltas`` columns that are its bytes (tokens)."""
+        sizes = [len(t) for t in self.unit_tokens] if self.unit_tokens else [len(b) for b in self.char_bytes]
         out, i = [], 0
-        for b in self.char_bytes:
-            out.append(slice(i, i + len(b)))
-            i += len(b)
+        for n in sizes:
+            out.append(slice(i, i + n))
+            i += n
         return out
 
     def units(self, scale: Scale) -> Float[np.ndarray, "rows 1"]:
@@ -263,26 +279,62 @@ def spaced_text_from_deltas(
     ids = encode(text, prepend_separator=True)
     if deltas.shape[1] != len(ids):
         raise ValueError(f"deltas cover {deltas.shape[1]} tokens; the text with its separator is {len(ids)}")
-    byte_deltas = np.asarray(deltas[:, 1:], dtype=np.float64)
     spans = char_spans(ids[1:])
+    return spaced_text_from_spans(
+        text, spans, [bytes(ids[1 + s.start : 1 + s.end]) for s in spans], deltas[:, 1:], rows, head_note
+    )
+
+
+def spaced_text_from_spans(
+    text: str,
+    spans: Sequence[CharSpan],
+    unit_bytes: Sequence[bytes],
+    deltas: Float[np.ndarray, "rows tokens"],
+    rows: Sequence[str],
+    head_note: str = "",
+    unit: str = "character",
+    ids: Sequence[int] | None = None,
+) -> SpacedText:
+    """`SpacedText` from the δ of a text's tokens (separator / BOS excluded) and its unit spans
+    over them; ``ids`` (the tokens) are kept per unit for the token tooltips."""
+    byte_deltas = np.asarray(deltas, dtype=np.float64)
     char_inc = np.stack([byte_deltas[:, s.start : s.end].sum(axis=1) for s in spans], axis=1)
     return SpacedText(
         text=text,
         chars=[s.text for s in spans],
-        char_bytes=[bytes(ids[1 + s.start : 1 + s.end]) for s in spans],
+        char_bytes=list(unit_bytes),
         rows=list(rows),
         head_note=head_note,
         byte_deltas=byte_deltas,
         char_increments=char_inc,
         positions=np.cumsum(char_inc, axis=1),
+        unit=unit,
+        unit_tokens=[list(ids[s.start : s.end]) for s in spans] if ids is not None else [],
     )
 
 
 # ------------------------------------------------------------------------------------------ layout
 def _unit_em(data: SpacedText) -> float:
     """Width in em of one scaled position unit: a little more than the text's mean glyph width,
-    so that at mean spacing neighbouring glyphs just clear each other."""
-    return 1.2 * float(np.mean([glyph_em(ch) for ch in data.chars]))
+    so that at mean spacing neighbouring glyphs just clear each other.
+
+    Tokens vary far more in width (" a" vs " documentation") and in how far apart they are (a
+    character split over three tokens is three positions wide): the unit is what 90% of them need
+    to clear their neighbours at their mean spacing, so only the widest few are squeezed.
+    """
+    widths = np.array([unit_em(ch, data.unit) for ch in data.chars])
+    if data.unit != "token":
+        return 1.2 * float(widths.mean())
+    inc = data.char_increments.mean(axis=0)  # [units] mean over rows
+    spacing = np.where(inc > 0, inc, 1e-6) / max(float(inc.mean()), 1e-6)  # in scaled units
+    return 1.05 * float(np.percentile(widths / spacing, 90))
+
+
+def _drawn(ch: str, unit: str) -> tuple[str, bool, float]:
+    """(what to draw, grey stand-in?, font size factor) for a unit of a spaced view."""
+    shown = unit_glyph(ch, unit)
+    small = unit != "token" and len(shown) > 1  # a character's stand-in name (ZWJ, U+0085)
+    return shown, is_blank(ch, unit), STANDIN_SCALE if small else 1.0
 
 
 def _scale_note(scale: Scale) -> str:
@@ -362,21 +414,24 @@ def plot_spaced_text(
             )
             # Where the model packs characters closer than a glyph is wide, the glyph is drawn
             # smaller (matplotlib cannot squeeze it sideways as the HTML view does) so none overlap.
-            natural = np.array([glyph_em(ch) for ch in data.chars]) * em_in
+            natural = np.array([unit_em(ch, data.unit) for ch in data.chars]) * em_in
             shrink = fit_widths(x[r] * unit_in, natural, floor=0.45) / natural
             for ch, xc, k in zip(data.chars, x[r], shrink, strict=True):
-                shown = glyph(ch)
-                if not drawable(shown):
+                shown, grey, size = _drawn(ch, data.unit)
+                if data.unit == "token":
+                    shown = "".join(c if drawable(c) else f"U+{ord(c):04X}" for c in shown)
+                elif not drawable(shown):
                     shown = f"U+{ord(ch):04X}"
+                    grey, size = True, STANDIN_SCALE
                 ax.text(
                     xc,
                     y,
                     shown,
                     ha="center",
                     va="center",
-                    fontsize=fontsize * k * (STANDIN_SCALE if len(shown) > 1 else 1.0),
+                    fontsize=fontsize * k * size,
                     family=families,
-                    color="0.6" if shown != ch else "black",
+                    color="0.6" if grey else "black",
                 )
             if byte_x is not None:
                 ax.plot(
@@ -452,6 +507,16 @@ _HTML_SCRIPT = """
 
 def _tooltip(data: SpacedText, row: int, index: int, sl: slice) -> str:
     ch = data.chars[index]
+    if data.unit == "token":
+        parts = [f"{d:.3f}" for d in data.byte_deltas[row, sl]]
+        delta = " + ".join(parts) + (f" = {data.char_increments[row, index]:.3f}" if len(parts) > 1 else "")
+        ids = " ".join(str(t) for t in data.unit_tokens[index]) if data.unit_tokens else ""
+        return (
+            f"{data.rows[row]}  {json.dumps(ch, ensure_ascii=False)}\n"
+            f"token id  {ids}\n"
+            f"delta     {delta}\n"
+            f"position  {data.positions[row, index]:.3f}"
+        )
     code = f"U+{ord(ch):04X}" if len(ch) == 1 else "invalid UTF-8"
     byte_hex = " ".join(f"{b:02X}" for b in data.char_bytes[index])
     parts = [f"{d:.3f}" for d in data.byte_deltas[row, sl]]
@@ -490,8 +555,11 @@ def spaced_layout(data: SpacedText, font_px: float = 20.0, label_px: float = 150
     """Where `spaced_text_html` (and the report's spaced view) draw each glyph."""
     row_px, pad_px = 1.9 * font_px, 12.0
     unit_px = _unit_em(data) * font_px
-    natural = np.array([glyph_em(ch) for ch in data.chars]) * font_px
-    xs = {s[0]: label_px + data.scaled_positions(s) * unit_px for s in ("row", "shared")}
+    natural = np.array([unit_em(ch, data.unit) for ch in data.chars]) * font_px
+    # A token is centred on its position like a character, but is wider: the first one starts
+    # half its width after the labels' margin rather than under the label.
+    start = label_px + (natural[0] / 2 if data.unit == "token" else 0.0)
+    xs = {s[0]: start + data.scaled_positions(s) * unit_px for s in ("row", "shared")}
     # Estimated widths are only a guide (an "i" is narrower than an "m"): the room of every glyph
     # that might not fit is sent, and the page's script squeezes those its measured width exceeds.
     fits = {}
@@ -543,9 +611,9 @@ def spaced_text_html(
                 f'y2="{y + 0.3 * font_px:.1f}" data-x2r="{x2["r"]:.1f}" data-x2s="{x2["s"]:.1f}" stroke="#e2e2e2"/>'
             )
             for i, ch in enumerate(data.chars):
-                shown = glyph(ch)
-                cls = "ch" if shown == ch else "ch ws"
-                size = font_px * (STANDIN_SCALE if len(shown) > 1 else 1.0)
+                shown, grey, factor = _drawn(ch, data.unit)
+                cls = "ch ws" if grey else "ch"
+                size = font_px * factor
                 tip = html.escape(_tooltip(data, r, i, slices[i]), quote=True)
                 squeeze = "".join(
                     f' data-l{key}="{fits[key][r, i]:.1f}"' for key in xs if fits[key][r, i] > 0
@@ -565,13 +633,20 @@ def spaced_text_html(
         {"texts": [d.text for d in texts], "rows": [d.rows for d in texts]}, ensure_ascii=False
     )
     raw = raw.replace("</", "<\\/")
+    about = (
+        "Each character sits at its learned cumulative position (a character's increment is the sum "
+        "of its bytes' δ). Hover a character for its bytes, δ and position."
+        if texts[0].unit != "token" else
+        "Each token sits at its learned cumulative position (the running sum of the tokens' δ; a "
+        "character the tokenizer splits is drawn once, with its tokens' δ summed). Hover a token for "
+        "its ids, δ and position."
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_HTML_STYLE % {"fonts": CSS_FONTS}}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p class="note">Each character sits at its learned cumulative position (a character's increment is
-the sum of its bytes' δ). Hover a character for its bytes, δ and position.</p>
+<p class="note">{about}</p>
 <p><label><input type="radio" name="scale" value="r"{checked["row"]}> scale per row</label>
 <label><input type="radio" name="scale" value="s"{checked["shared"]}> one scale</label>
 <span class="note" id="scale-note"></span></p>

@@ -1,8 +1,13 @@
 """Where a model puts its boundaries in a text, and how well it predicts the text.
 
 Shared by the ``lens-positions report`` command and its HTML page. One cached pass per chunk of
-the text collects every layer's δ and positions, the next-byte loss and (on request) the attention
+the text collects every layer's δ and positions, the next-token loss and (on request) the attention
 patterns.
+
+The unit of every view is a character for the byte models and a token for pretrained rotary
+models (`lens_positions.token_units`: one token, or the few tokens a split character takes). The
+definitions below hold for both with "byte" read as "token": a token's relative increment is its
+δ divided by the layer's mean δ.
 
 Definitions, used everywhere in the report:
 
@@ -27,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lens_positions.config import SEPARATOR_ID
+from lens_positions.token_units import DEFAULT_WINDOW, is_token_model, token_chunks
 from lens_positions.tokenizer import SEPARATOR_STR, CharSpan, char_spans, decode
 
 if TYPE_CHECKING:
@@ -39,6 +44,8 @@ if TYPE_CHECKING:
 OUT_OF_DOMAIN_RATIO = 1.5
 #: Relative increments below this are "compressed" (runs of them are listed).
 COMPRESSED_BELOW = 0.75
+#: Longest run of tokens printed whole in the summaries (longer ones keep their two ends).
+SPAN_CHARS = 60
 
 
 @dataclass
@@ -47,25 +54,29 @@ class LayerSummary:
 
     layer: int
     label: str
-    mean_delta: float  # mean δ per byte of the text (head mean for per-head models)
+    mean_delta: float  # mean δ per byte (token) of the text (head mean for per-head models)
     std: float
     min: float
     max: float
-    boundaries: list[tuple[int, float]]  # (character index, relative increment > 1), strongest first
-    compressed: list[tuple[int, int, float]]  # (first char, end char, mean relative increment)
+    boundaries: list[tuple[int, float]]  # (unit index, relative increment > 1), strongest first
+    compressed: list[tuple[int, int, float]]  # (first unit, end unit, mean relative increment)
 
 
 @dataclass
 class TextIncrements:
     """Everything the report shows about one text.
 
-    tokens: [pos] token ids of the whole text (chunks concatenated, each chunk's separator kept).
+    tokens: [pos] token ids of the whole text (chunks concatenated, each chunk's separator or
+        BOS kept).
     deltas / positions: [n_layers, pos] or [n_layers, pos, n_heads] (per-head models).
-    nats: [pos] next-byte loss of each token given the ones before it in its chunk (nan at the
-        separators, which are given, not predicted).
-    chars: character spans over ``tokens``; char_increments: [n_layers, n_chars] the sum of each
-        character's bytes' δ (head mean); relative: [n_layers, n_chars] relative increments.
+    nats: [pos] next-token loss of each token given the ones before it in its chunk (nan at the
+        separators / BOS, which are given, not predicted).
+    chars: unit spans over ``tokens`` (characters, or tokens: ``unit``); each chunk's first
+        span is its separator / BOS (text ``SEPARATOR_STR``); char_increments: [n_layers, n_units]
+        the sum of each unit's tokens' δ (head mean); relative: [n_layers, n_units].
     rows: the layers whose δ differ, as (layer, label); one row when every layer shares δ.
+    unit: ``"character"`` (byte models) or ``"token"`` (pretrained rotary models); window: the
+        most text tokens a chunk holds.
     """
 
     text: str
@@ -83,30 +94,59 @@ class TextIncrements:
     head_note: str = ""
     layers: list[LayerSummary] = field(default_factory=list)
     val_bits_per_byte: float | None = None
+    unit: str = "character"
+    window: int = 0
+    val_bits_per_token: float | None = None
 
     @property
     def n_chunks(self) -> int:
         return len(self.chunk_texts)
 
     @property
+    def starts(self) -> set[int]:
+        """Indices in ``chars`` of the chunks' separators / BOS (given to the model, not text)."""
+        first = set(self.chunk_starts)
+        return {i for i, s in enumerate(self.chars) if s.start in first}
+
+    @property
+    def text_units(self) -> list[int]:
+        """Indices in ``chars`` of the text's units (every span but the chunk starts)."""
+        starts = self.starts
+        return [i for i in range(len(self.chars)) if i not in starts]
+
+    @property
     def n_text_chars(self) -> int:
         """Characters of the text (separators the model was given are not counted)."""
-        return sum(s.text != SEPARATOR_STR for s in self.chars)
+        return len(self.text) if self.unit == "token" else len(self.text_units)
+
+    @property
+    def n_text_tokens(self) -> int:
+        """Tokens the model predicted: all but each chunk's separator / BOS."""
+        return len(self.tokens) - self.n_chunks
 
     @property
     def n_text_bytes(self) -> int:
-        return int((self.tokens != SEPARATOR_ID).sum())
+        return len(self.text.encode("utf-8"))
 
     @property
     def bits_per_byte(self) -> float:
-        """Mean next-byte loss on the text in bits (each chunk predicted from its separator on)."""
+        """Mean next-token loss on the text in bits per UTF-8 byte of the text (each chunk
+        predicted from its separator / BOS on)."""
         return float(torch.nansum(self.nats)) / self.n_text_bytes / math.log(2)
+
+    @property
+    def bits_per_token(self) -> float:
+        """Mean next-token loss on the text in bits per predicted token."""
+        return float(torch.nansum(self.nats)) / self.n_text_tokens / math.log(2)
 
     @property
     def out_of_domain(self) -> bool:
         """The model predicts this text far worse than its validation text."""
-        v = self.val_bits_per_byte
-        return v is not None and self.bits_per_byte > OUT_OF_DOMAIN_RATIO * v
+        if self.unit == "token":
+            v, got = self.val_bits_per_token, self.bits_per_token
+        else:
+            v, got = self.val_bits_per_byte, self.bits_per_byte
+        return v is not None and got > OUT_OF_DOMAIN_RATIO * v
 
 
 def validation_bits_per_byte(name_or_dir: str | Path) -> float | None:
@@ -121,27 +161,58 @@ def validation_bits_per_byte(name_or_dir: str | Path) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def validation_bits_per_token(name_or_dir: str | Path) -> float | None:
+    """Held-out bits/token of a pretrained model from its adapter's ``card.json`` (written by
+    ``training.graft``: ``final_val_loss`` in nats/token), or None (a base model or a folder
+    without a card)."""
+    from lens_positions import rotary_adapter
+
+    shipped = {p.name: p for p in rotary_adapter.shipped_adapters()}
+    folder = shipped.get(str(name_or_dir), Path(name_or_dir))
+    try:
+        card = json.loads((folder / "card.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = card.get("final_val_loss")
+    return float(value) / math.log(2) if isinstance(value, int | float) else None
+
+
 @torch.no_grad()
 def compute_increments(
     model: HookedIncrementTransformer,
     text: str,
     progress: bool = False,
     on_pattern: Callable[[int, Tensor], None] | None = None,
+    window: int = DEFAULT_WINDOW,
 ) -> TextIncrements:
     """Run the model once per chunk of ``text`` (split to the context with a warning).
 
+    model: a byte model (units: characters, chunks: its context) or a pretrained rotary bridge
+        (units: tokens, chunks: ``window`` tokens after a BOS; `lens_positions.token_units`).
     on_pattern: called as ``on_pattern(chunk_index, patterns)`` with the chunk's attention patterns
         [n_layers, n_heads, query, key], which are cached in the same pass only when it is given.
     """
-    from lens_positions.plots import delta_rows
+    from lens_positions.plots import delta_rows, increments_of
 
     if not text:
         raise ValueError("empty text: there is nothing to report on")
-    chunks = model.to_token_chunks(text)
+    unit = "token" if is_token_model(model) else "character"
+    if unit == "token":
+        window = min(window, int(model.cfg.n_ctx) - 1)
+        chunk_ids, spans = token_chunks(model, text, window)
+        device = next(model.parameters()).device
+        chunks = [torch.tensor([c], dtype=torch.long, device=device) for c in chunk_ids]
+        limit = f"the window ({window} tokens)"
+        start_name = "BOS"
+    else:
+        chunks = model.to_token_chunks(text)
+        window = int(model.cfg.n_ctx) - 1
+        limit = f"the context ({model.cfg.n_ctx} tokens)"
+        start_name = "a separator"
     if len(chunks) > 1:
         warnings.warn(
-            f"text is longer than the context ({model.cfg.n_ctx} tokens): it was split into "
-            f"{len(chunks)} chunks, each starting at position 0 after a separator",
+            f"text is longer than {limit}: it was split into "
+            f"{len(chunks)} chunks, each starting at position 0 after {start_name}",
             stacklevel=2,
         )
     n = model.cfg.n_layers
@@ -163,15 +234,19 @@ def compute_increments(
         nats.append(torch.cat([torch.tensor([float("nan")]), loss]))
         if on_pattern is not None:
             on_pattern(i, torch.stack([cache["pattern", layer][0] for layer in range(n)]).float().cpu())
+        del cache
     tokens_t = torch.cat(tokens)
     deltas_t = torch.cat(deltas, dim=1)
     flat = deltas_t.mean(-1) if deltas_t.ndim == 3 else deltas_t
-    spans = char_spans(tokens_t)
+    if unit == "character":
+        spans = char_spans(tokens_t)
     increments = torch.stack([flat[:, s.start : s.end].sum(1) for s in spans], dim=1)
-    n_bytes = torch.tensor([s.end - s.start for s in spans], dtype=flat.dtype)
-    is_text = tokens_t != SEPARATOR_ID
+    sizes = torch.tensor([s.end - s.start for s in spans], dtype=flat.dtype)
+    is_text = torch.ones(len(tokens_t), dtype=torch.bool)
+    is_text[starts] = False  # each chunk's separator / BOS is given, not text
     mean = flat[:, is_text].mean(1, keepdim=True)
-    relative = increments / (n_bytes * mean)
+    relative = increments / (sizes * mean)
+    increments_kind, per_head = increments_of(model)
     result = TextIncrements(
         text=text,
         tokens=tokens_t,
@@ -182,24 +257,40 @@ def compute_increments(
         char_increments=increments,
         relative=relative,
         rows=delta_rows(model),
-        chunk_texts=[decode(t[1:]) for t in tokens],
+        chunk_texts=(
+            [decode(t[1:]) for t in tokens] if unit == "character"
+            else _chunk_texts(spans, starts, len(tokens_t))
+        ),
         chunk_starts=starts,
-        learned=model.cfg.increments != "none",
-        head_note=f"means over the {model.cfg.n_heads} heads" if model.cfg.per_head else "",
+        learned=increments_kind != "none",
+        head_note=f"means over the {model.cfg.n_heads} heads" if per_head else "",
+        unit=unit,
+        window=window,
     )
+    text_units = result.text_units
     result.layers = [
-        _summarize_layer(layer, label, flat[layer, is_text], relative[layer], spans) for layer, label in result.rows
+        _summarize_layer(layer, label, flat[layer, is_text], relative[layer], spans, text_units)
+        for layer, label in result.rows
     ]
     return result
 
 
+def _chunk_texts(spans: list[CharSpan], starts: list[int], n_tokens: int) -> list[str]:
+    """The text of each chunk (its units' texts) from the unit spans and the chunks' first tokens."""
+    bounds = [*starts, n_tokens]
+    return [
+        "".join(s.text for s in spans if bounds[k] < s.start < bounds[k + 1]) for k in range(len(starts))
+    ]
+
+
 def _summarize_layer(
-    layer: int, label: str, delta: Tensor, rel: Tensor, spans: list[CharSpan], top: int = 5
+    layer: int, label: str, delta: Tensor, rel: Tensor, spans: list[CharSpan], text_chars: list[int],
+    top: int = 5,
 ) -> LayerSummary:
-    """Boundaries: the characters furthest above the layer mean (×1.01 or more). Compressed spans:
-    maximal runs of at least 2 characters below `COMPRESSED_BELOW`, ranked by the distance they
-    save (length × (1 - mean relative increment)), each text once."""
-    text_chars = [i for i, s in enumerate(spans) if s.text != SEPARATOR_STR]
+    """Boundaries: the units furthest above the layer mean (×1.01 or more). Compressed spans:
+    maximal runs of at least 2 units below `COMPRESSED_BELOW`, ranked by the distance they
+    save (length × (1 - mean relative increment)), each text once. text_chars: the indices of
+    the text's units (not the chunks' separators / BOS)."""
     above = [i for i in text_chars if float(rel[i]) >= 1.005]
     boundaries = [(i, float(rel[i])) for i in sorted(above, key=lambda i: -float(rel[i]))[:top]]
     runs, start = [], None
@@ -221,11 +312,14 @@ def _summarize_layer(
     )
 
 
-def _visible(ch: str) -> str:
+def _visible(ch: str, unit: str = "character") -> str:
     """A character as printed in summaries: ⏎ for a newline, ⇥ for a tab, ‹ZWJ› and the like for
-    invisible characters (the stand-ins of `lens_positions.glyphs.glyph`); spaces stay spaces."""
+    invisible characters (the stand-ins of `lens_positions.glyphs.glyph`); spaces stay spaces.
+    A token (``unit="token"``): each of its characters so."""
     from lens_positions.glyphs import glyph
 
+    if unit == "token" and ch != SEPARATOR_STR:
+        return "".join(_visible(c) for c in ch)
     if ch == " " or ch == SEPARATOR_STR:
         return ch if ch == " " else ""
     if ch == "\n":
@@ -234,27 +328,40 @@ def _visible(ch: str) -> str:
     return f"‹{shown}›" if len(shown) > 1 else shown
 
 
-def context_snippet(spans: list[CharSpan], index: int, width: int = 8) -> str:
-    """Text around a character with the character bracketed: ``…Marie ⟦C⟧urie…``."""
-    left = "".join(_visible(s.text) for s in spans[max(0, index - width) : index])
-    right = "".join(_visible(s.text) for s in spans[index + 1 : index + 1 + width])
-    return f"…{left}⟦{_visible(spans[index].text)}⟧{right}…"
+def context_snippet(spans: list[CharSpan], index: int, width: int = 8, unit: str = "character") -> str:
+    """Text around a unit with the unit bracketed: ``…Marie ⟦C⟧urie…`` (``width`` units a side;
+    tokens: a third as many, they are longer)."""
+    if unit == "token":
+        width = max(1, width // 3)
+    left = "".join(_visible(s.text, unit) for s in spans[max(0, index - width) : index])
+    right = "".join(_visible(s.text, unit) for s in spans[index + 1 : index + 1 + width])
+    return f"…{left}⟦{_visible(spans[index].text, unit)}⟧{right}…"
 
 
-def span_text(spans: list[CharSpan], start: int, end: int) -> str:
-    """The text of characters ``start:end`` as printed in summaries (see `_visible`)."""
-    return "".join(_visible(c.text) for c in spans[start:end])
+def span_text(spans: list[CharSpan], start: int, end: int, unit: str = "character") -> str:
+    """The text of units ``start:end`` as printed in summaries (see `_visible`); a run of tokens
+    longer than `SPAN_CHARS` characters keeps its two ends (``«first words … last words»``)."""
+    text = "".join(_visible(c.text, unit) for c in spans[start:end])
+    if unit == "token" and len(text) > SPAN_CHARS:
+        half = (SPAN_CHARS - 3) // 2
+        text = f"{text[:half]} … {text[-half:]}"
+    return text
 
 
 def header_lines(result: TextIncrements) -> list[str]:
     """Size, fit and caveats: what to know before reading the per-layer numbers."""
-    lines = [
-        f"{result.n_text_chars} characters, {result.n_text_bytes} bytes"
-        + (f", {result.n_chunks} chunks" if result.n_chunks > 1 else "")
-    ]
-    fit = f"prediction: {result.bits_per_byte:.2f} bits/byte on this text"
-    if result.val_bits_per_byte is not None:
-        fit += f" (the model's validation text: {result.val_bits_per_byte:.2f})"
+    size = f"{result.n_text_chars} characters, {result.n_text_bytes} bytes"
+    if result.unit == "token":
+        size = f"{result.n_text_tokens} tokens ({size})"
+    lines = [size + (f", {result.n_chunks} chunks" if result.n_chunks > 1 else "")]
+    if result.unit == "token":
+        fit = f"prediction: {result.bits_per_token:.2f} bits/token ({result.bits_per_byte:.2f} bits/byte) on this text"
+        if result.val_bits_per_token is not None:
+            fit += f" (the adapter's held-out text: {result.val_bits_per_token:.2f} bits/token)"
+    else:
+        fit = f"prediction: {result.bits_per_byte:.2f} bits/byte on this text"
+        if result.val_bits_per_byte is not None:
+            fit += f" (the model's validation text: {result.val_bits_per_byte:.2f})"
     lines.append(fit)
     if result.out_of_domain:
         lines.append(
@@ -262,7 +369,8 @@ def header_lines(result: TextIncrements) -> list[str]:
             "the model's training data, so its boundaries say little about what the model learned"
         )
     if not result.learned:
-        lines.append("this model has no learned increments: δ = 1 for every byte, positions are integers")
+        every = "token" if result.unit == "token" else "byte"
+        lines.append(f"this model has no learned increments: δ = 1 for every {every}, positions are integers")
     elif len(result.rows) == 1:
         lines.append("one δ shared by every layer: one block for all layers")
     if result.head_note:
@@ -275,14 +383,14 @@ def terminal_summary(result: TextIncrements) -> str:
     lines = header_lines(result)
     if not result.learned:
         return "\n".join(lines)
-    lines.append("boundaries: characters spaced further apart than the layer's mean (relative increment)")
+    lines.append(f"boundaries: {result.unit}s spaced further apart than the layer's mean (relative increment)")
     for s in result.layers:
         name = f"layer {s.layer}" if s.label.startswith("L") else "all layers"
         lines.append(f"\n{name}: mean δ {s.mean_delta:.3f} (min {s.min:.3f}, max {s.max:.3f})")
-        bounds = ", ".join(f"{context_snippet(result.chars, i, 6)} ×{r:.2f}" for i, r in s.boundaries[:3])
+        bounds = ", ".join(f"{context_snippet(result.chars, i, 6, result.unit)} ×{r:.2f}" for i, r in s.boundaries[:3])
         lines.append(f"  strongest boundaries: {bounds or '(none above the mean)'}")
         if s.compressed:
-            spans = ", ".join(f"«{span_text(result.chars, a, b)}» ×{m:.2f}" for a, b, m in s.compressed)
+            spans = ", ".join(f"«{span_text(result.chars, a, b, result.unit)}» ×{m:.2f}" for a, b, m in s.compressed)
             lines.append(f"  most compressed: {spans}")
         else:
             lines.append(f"  most compressed: (none below {COMPRESSED_BELOW}× the mean)")

@@ -6,8 +6,12 @@
   var D = JSON.parse(document.getElementById('report-data').textContent);
   var tip = document.getElementById('tip');
   var nTokens = D.bytes.length;
-  // Derived once: which spans are separators, the chunk of each character, the character of each token.
-  D.isSep = D.chars.map(function (c) { return c === '<sep>'; });
+  // The unit of the views: a character (byte models) or a token (pretrained rotary models).
+  var tokens = D.unit === 'token';
+  // Derived once: which spans are separators / BOS (each chunk's first), the chunk of each unit,
+  // the unit of each token.
+  D.isSep = D.chars.map(function () { return false; });
+  D.chunks.forEach(function (ch) { D.isSep[ch.c0] = true; });
   D.chunkOf = [];
   D.tokenChar = new Int32Array(nTokens);
   for (var c0 = 0, k0 = -1; c0 < D.chars.length; c0++) {
@@ -37,9 +41,33 @@
     return x >= 0 ? 'rgb(255,' + v + ',' + v + ')' : 'rgb(' + v + ',' + v + ',255)';
   }
   function glyph(c) { return D.glyphs[c] !== undefined ? D.glyphs[c] : D.chars[c]; }
+  // A unit drawn as a grey stand-in: a character's stand-in glyph, or a token of only whitespace.
+  function isStandin(c) { return tokens ? !/\S/.test(D.chars[c]) : glyph(c) !== D.chars[c]; }
+  // A unit in the running text: spaces as spaces, a newline as ⏎ (then a line break).
+  function inText(c) {
+    var ch = D.chars[c];
+    if (tokens) { return ch.replace(/\n/g, '⏎'); }
+    return ch === ' ' ? ' ' : ch === '\n' ? '⏎' : glyph(c);
+  }
+  function breaks(c) { return '<br>'.repeat(D.chars[c].split('\n').length - 1); }
   function tokenRange(c) { return [D.cstart[c], c + 1 < D.cstart.length ? D.cstart[c + 1] : nTokens]; }
   function hex(b) { return (b < 16 ? '0' : '') + b.toString(16).toUpperCase(); }
+  function tokenTip(row, c) {
+    var t = tokenRange(c), ids = [], deltas = [], bits = 0;
+    for (var i = t[0]; i < t[1]; i++) {
+      ids.push(D.bytes[i]);
+      deltas.push(D.delta[row][i].toFixed(3));
+      bits += D.bits[i] || 0;
+    }
+    return D.rows[row] + '  ' + JSON.stringify(D.chars[c]) + '\n' +
+      (ids.length > 1 ? 'token ids   ' : 'token id    ') + ids.join(' ') + '\n' +
+      'δ           ' + deltas.join(' + ') + (deltas.length > 1 ? ' = ' + D.inc[row][c].toFixed(3) : '') + '\n' +
+      'relative    ×' + D.rel[row][c].toFixed(2) + '\n' +
+      'position    ' + D.pos[row][c].toFixed(2) + '  (chunk ' + (D.chunkOf[c] + 1) + ')\n' +
+      'surprisal   ' + bits.toFixed(2) + ' bits';
+  }
   function charTip(row, c) {
+    if (tokens) { return tokenTip(row, c); }
     var t = tokenRange(c), ch = D.chars[c], g = glyph(c);
     var code = g === '\ufffd' ? 'not valid UTF-8' : 'U+' + ('000' + ch.codePointAt(0).toString(16).toUpperCase()).slice(-Math.max(4, ch.codePointAt(0).toString(16).length));
     var bytes = [], deltas = [], bits = 0;
@@ -62,25 +90,29 @@
     }).join('');
   }
   var chunkLabels = D.chunks.map(function (ch, i) {
-    return 'chunk ' + (i + 1) + ' of ' + D.chunks.length + ' (bytes ' + ch.b0 + '–' + ch.b1 + ')';
+    return 'chunk ' + (i + 1) + ' of ' + D.chunks.length + (tokens ? ' (tokens ' : ' (bytes ') + ch.b0 + '–' + ch.b1 + ')';
   });
 
   // ---------------------------------------------------------------- spaced text (one chunk)
   var spacedBox = document.getElementById('spaced');
   var spacedChunk = document.getElementById('spaced-chunk');
+  var spacedRows = document.getElementById('spaced-rows');  // absent when every row is drawn
   function drawSpaced() {
     var k = +spacedChunk.value, S = D.spaced[k], ch = D.chunks[k];
     var s = document.querySelector('input[name=scale]:checked').value;
-    var out = ['<svg class="spaced" width="' + S.w[s] + '" height="' + S.h + '">'];
-    for (var r = 0; r < D.rows.length; r++) {
-      var y = ((r + 0.7) * S.rowPx).toFixed(1), x = S.x[s][r], fit = S.l[s][r];
+    var shown = D.rowSets[spacedRows ? +spacedRows.value : 0].rows;
+    var height = shown.length === D.rows.length ? S.h : Math.round(shown.length * S.rowPx + 12);
+    var out = ['<svg class="spaced" width="' + S.w[s] + '" height="' + height + '">'];
+    for (var i = 0; i < shown.length; i++) {
+      var r = shown[i];
+      var y = ((i + 0.7) * S.rowPx).toFixed(1), x = S.x[s][r], fit = S.l[s][r];
       var name = D.rows[r] + (D.headNote ? ' (' + D.headNote + ')' : '');
       out.push('<text class="lab" x="' + (S.labelPx - 14) + '" y="' + y + '" text-anchor="end">' + esc(name) + '</text>');
       out.push('<line x1="' + S.labelPx + '" x2="' + x[x.length - 1] + '" y1="' + (+y + 0.3 * S.fontPx) +
         '" y2="' + (+y + 0.3 * S.fontPx) + '" stroke="#e2e2e2"/>');
       for (var j = 0; j < x.length; j++) {
-        var c = ch.c0 + 1 + j, g = glyph(c), stand = g !== D.chars[c];
-        var size = g.length > 1 && stand ? S.fontPx * D.standinScale : S.fontPx;
+        var c = ch.c0 + 1 + j, g = glyph(c), stand = isStandin(c);
+        var size = !tokens && g.length > 1 && stand ? S.fontPx * D.standinScale : S.fontPx;
         out.push('<text class="ch' + (stand ? ' ws' : '') + '" data-r="' + r + '" data-c="' + c + '" x="' + x[j] +
           '" y="' + y + '" font-size="' + size.toFixed(0) + '" text-anchor="middle"' +
           (fit[j] ? ' data-room="' + fit[j] + '"' : '') + '>' + esc(g) + '</text>');
@@ -103,6 +135,10 @@
   if (spacedBox) {
     options(spacedChunk, chunkLabels, 0);
     spacedChunk.addEventListener('change', drawSpaced);
+    if (spacedRows) {
+      options(spacedRows, D.rowSets.map(function (set) { return set.label; }), 0);
+      spacedRows.addEventListener('change', drawSpaced);
+    }
     document.querySelectorAll('input[name=scale]').forEach(function (el) { el.addEventListener('change', drawSpaced); });
     spacedBox.addEventListener('mousemove', function (ev) {
       var t = ev.target;
@@ -125,10 +161,9 @@
         }
         continue;
       }
-      var g = glyph(c), ch = D.chars[c];
-      var shown = ch === ' ' ? ' ' : ch === '\n' ? '⏎' : g;
-      out.push('<span class="c' + (shown !== ch ? ' ws' : '') + '" data-c="' + c + '">' + esc(shown) + '</span>' +
-        (ch === '\n' ? '<br>' : ''));
+      var ch = D.chars[c], shown = inText(c);
+      var ws = tokens ? isStandin(c) : shown !== ch;
+      out.push('<span class="c' + (ws ? ' ws' : '') + '" data-c="' + c + '">' + esc(shown) + '</span>' + breaks(c));
     }
     charBox.innerHTML = out.join('');
     charSpans = Array.prototype.slice.call(charBox.querySelectorAll('span.c'));
@@ -213,16 +248,18 @@
     }).catch(function (e) { attStatus.textContent = 'cannot unpack the attention data: ' + e; });
   }
   function tokenLabel(t) {
-    var c = D.tokenChar[t];
-    return D.isSep[c] ? '<sep>' : glyph(c) + (tokenRange(c)[1] - tokenRange(c)[0] > 1 ? ' byte ' + (t - tokenRange(c)[0] + 1) : '');
+    var c = D.tokenChar[t], r = tokenRange(c);
+    if (D.isSep[c]) { return tokens ? '<bos>' : '<sep>'; }
+    var name = tokens ? JSON.stringify(D.chars[c]) : glyph(c);
+    return name + (r[1] - r[0] > 1 ? (tokens ? ' token ' : ' byte ') + (t - r[0] + 1) : '');
   }
   function drawAttText() {
     var ch = D.chunks[current.k], out = [];
     for (var c = ch.c0; c < ch.c1; c++) {
-      var shown = D.isSep[c] ? '⟨sep⟩' : D.chars[c] === ' ' ? ' ' : D.chars[c] === '\n' ? '⏎' : glyph(c);
-      var stand = !D.isSep[c] && shown !== D.chars[c] && shown.length > 1;
+      var shown = D.isSep[c] ? (tokens ? '⟨bos⟩' : '⟨sep⟩') : inText(c);
+      var stand = !D.isSep[c] && (tokens ? isStandin(c) : shown !== D.chars[c] && shown.length > 1);
       out.push('<span class="a' + (stand ? ' ws' : '') + '" data-c="' + c + '">' + esc(shown) + '</span>' +
-        (D.chars[c] === '\n' ? '<br>' : ''));
+        (D.isSep[c] ? '' : breaks(c)));
     }
     attText.innerHTML = out.join('');
     if (locked !== null && locked >= ch.c0 && locked < ch.c1) { colourFrom(locked); }

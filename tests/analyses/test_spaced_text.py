@@ -123,3 +123,53 @@ def test_command(saved_models, tmp_path, capsys):
         "spaced_text_row.png",
         "spaced_text_row.svg",
     ]
+
+
+# ------------------------------------------------------------------ pretrained rotary models, by token
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    from lens_positions.rotary_models import save_tiny_llama
+
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny") / "m")
+
+
+def test_token_model_is_drawn_by_token(tiny_llama):
+    """Units are the tokens (a split character whole); positions are the running sums of the
+    hooked δ after the BOS, checked against a separate cached run."""
+    from lens_positions.rotary_models import load_rotary_model
+
+    model = load_rotary_model(tiny_llama, increments="per_layer")
+    with torch.no_grad():
+        for block in model.blocks:
+            block.delta_mlp.W_out.normal_(0, 0.5)
+    text = "the lazy dog sat 中"
+    result = spaced_text.run(model, spaced_text.Params(text=[text], scale="row"))
+    data = spaced_text.spaced_texts(model, [text])[0]
+    assert data.unit == "token" and data.rows == ["L0", "L1"]
+    assert "".join(data.chars) == text and data.chars[:2] == ["the", " lazy"] and data.chars[-1] == "中"
+    assert [len(t) for t in data.unit_tokens][-1] == 3  # 中 is three byte tokens
+    tokens = model.to_tokens(text)
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_delta"))
+    ends = np.cumsum([len(t) for t in data.unit_tokens])  # each unit's last token, after the BOS
+    for layer in range(2):
+        delta = cache[f"blocks.{layer}.hook_delta"][0, 1:].double().numpy()
+        assert delta.std() > 0.01
+        np.testing.assert_allclose(data.positions[layer], np.cumsum(delta)[ends - 1], rtol=1e-6)
+    gaps = result.tables["spaced_text_gaps"]
+    assert list(gaps.columns[2:6]) == ["tokens", "units", "delta_per_token", "unit_increment"]
+    assert gaps["tokens"].iloc[0] == len(data.chars) + 2 and gaps["units"].iloc[0] == len(data.chars)
+    assert "␣lazy" in gaps["largest_gaps"].str.cat() and "by token" in result.markdown
+    with pytest.raises(spaced_text.InputError, match="per-head"):
+        spaced_text.spaced_texts(model, [text], head=0)
+
+
+def test_command_on_a_token_model(tiny_llama, tmp_path, capsys):
+    out = tmp_path / "st"
+    spaced_text.main(["--model", str(tiny_llama), "--out", str(out), "--scale", "row", "--text", "the cat sat\non the mat"])
+    printed = capsys.readouterr().out
+    assert "by token" in printed and "| none " in printed
+    assert sorted(p.name for p in out.iterdir()) == [
+        "spaced_text.html", "spaced_text_gaps.csv", "spaced_text_row.png", "spaced_text_row.svg",
+    ]
+    page = (out / "spaced_text.html").read_text(encoding="utf-8")
+    assert ">·cat<" in page and ">↵<" in page and "token id" in page
