@@ -29,6 +29,9 @@ For the shared variant the increment MLP reads the embedding alone (softplus, no
 Per-head models: every output head's δ-logit is attributed separately (``out_head``); printed tables
 average over output heads.
 
+Pretrained rotary grafts (``--model smollm2-135m-per-layer``): token windows, and each earlier
+layer's whole attention output as one part (`analyses._delta_attribution_bpe`).
+
 Command::
 
     python -m analyses.delta_attribution [--model NAME_OR_DIR] [--text-file FILE ...] \

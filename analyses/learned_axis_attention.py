@@ -18,6 +18,9 @@ learned units, not ``q - k`` in bytes. This module gives
 - a matplotlib figure for one query: attention weight against the key's byte position and
   against its learned position, per layer, one line per head.
 
+Pretrained rotary models (``--model smollm2-135m-per-layer``): token windows, distances in tokens
+(`analyses._learned_axis_attention_bpe`).
+
 Command::
 
     python -m analyses.learned_axis_attention [--model NAME_OR_DIR] [--text-file FILE ...] \

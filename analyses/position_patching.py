@@ -28,10 +28,14 @@ Positions before the entity are identical in both runs (the model is causal), so
 an exact no-op: the per-position sweep skips them except the byte just before the entity, whose
 effect is reported as a check (``prefix_max_abs``, must be 0).
 
+Pretrained rotary models (``--model smollm2-135m`` or ``smollm2-135m-per-layer``): the same
+interventions and patches on token windows and BPE entity prompts, scored per next token, with an
+exact no-op check on the base model (`analyses._position_patching_bpe`).
+
 Command::
 
     python -m analyses.position_patching [--model NAME_OR_DIR] [--text-file FILE ...] \
-        --out out/position_patching
+        [--layers L ...] --out out/position_patching
 """
 
 from __future__ import annotations
