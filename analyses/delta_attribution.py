@@ -438,14 +438,22 @@ def plot_attribution(summary: AttributionSummary, title: str = ""):
     grid = np.full((len(layers), len(order)), np.nan)
     for r in parts.itertuples():
         grid[layers.index(r.layer), order.index(r.part)] = r.share
-    fig, axes = plt.subplots(1, 2, figsize=(min(4 + 0.25 * len(order), 16) + 4.5, 4), gridspec_kw={"width_ratios": [max(2, len(order) / 8), 1.3]})
+    many = len(layers) > 8  # e.g. a 30-layer pretrained graft: taller rows, layers coloured on a scale
+    height = max(4.0, 0.22 * len(layers) + 1.8)
+    fig, axes = plt.subplots(1, 2, figsize=(min(4 + 0.25 * len(order), 16) + 4.5, height),
+                             gridspec_kw={"width_ratios": [max(2, len(order) / 8), 1.3]})
     im = axes[0].imshow(grid, aspect="auto", cmap="viridis", vmin=0)
     axes[0].set_xticks(range(len(order)), order, rotation=90, fontsize=6)
-    axes[0].set_yticks(range(len(layers)), [f"δ of L{li}" if li != "shared" else "shared δ" for li in layers])
+    axes[0].set_yticks(range(len(layers)), [f"δ of L{li}" if li != "shared" else "shared δ" for li in layers],
+                       fontsize=6 if many else None)
     axes[0].set_title("share of mean |gradient × input|")
     fig.colorbar(im, ax=axes[0])
     s = summary.sample
-    for li in layers:
+    if many:
+        sc = axes[1].scatter(s.grad_x_input, s.zero_ablation, s=3, alpha=0.4, c=s.layer.astype(float), cmap="viridis",
+                             rasterized=True)
+        fig.colorbar(sc, ax=axes[1], label="layer of δ")
+    for li in [] if many else layers:
         sel = s[s.layer == li]
         axes[1].scatter(sel.grad_x_input, sel.zero_ablation, s=3, alpha=0.4, label=f"L{li}" if li != "shared" else "shared",
                         rasterized=True)  # 20k points: a bitmap inside the SVG keeps it small
