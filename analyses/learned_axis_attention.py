@@ -294,9 +294,12 @@ def plot_look_back(table: pd.DataFrame, title: str = "", unit: str = "bytes"):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for li, sel in table.groupby("layer", sort=False):
-        axes[0].scatter(sel.lookback_bytes * sel.mean_delta, sel.lookback_learned, s=18, label=li)
-        axes[1].scatter(sel.uniform_learned, sel.lookback_learned, s=18, label=li)
+    layers = list(dict.fromkeys(table.layer))
+    many = len(layers) > 10  # e.g. 30 pretrained layers: colour by layer on a scale, not a legend
+    for k, (li, sel) in enumerate(table.groupby("layer", sort=False)):
+        color = plt.cm.viridis(k / max(1, len(layers) - 1)) if many else None
+        axes[0].scatter(sel.lookback_bytes * sel.mean_delta, sel.lookback_learned, s=18, label=li, color=color)
+        axes[1].scatter(sel.uniform_learned, sel.lookback_learned, s=18, label=li, color=color)
     for ax in axes:
         lim = float(np.nanmax(table[["lookback_learned", "uniform_learned"]].to_numpy())) * 1.05 + 1e-9
         lim = max(lim, float(np.nanmax((table.lookback_bytes * table.mean_delta).to_numpy())) * 1.05)
@@ -304,7 +307,11 @@ def plot_look_back(table: pd.DataFrame, title: str = "", unit: str = "bytes"):
         ax.set_ylabel("look-back in learned units")
     axes[0].set_xlabel(f"look-back in {unit} × head's mean δ")
     axes[1].set_xlabel("uniform causal attention's look-back (learned units)")
-    axes[0].legend(fontsize=7)
+    if many:
+        scale = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, len(layers) - 1))
+        fig.colorbar(scale, ax=axes[1], label=f"layer ({layers[0]} … {layers[-1]})")
+    else:
+        axes[0].legend(fontsize=7)
     fig.suptitle(title or "Look-back per head")
     fig.tight_layout()
     return fig

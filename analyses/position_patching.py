@@ -181,8 +181,8 @@ def position_interventions(
     """Replace learned positions per layer and measure what it costs the model.
 
     windows: token lists of one common length (separator or BOS first), e.g. from
-        `analyses._common.byte_windows` (`analyses._tokens.token_windows` for a rotary bridge). ``other_prompt`` pairs window i with window i-1 (needs at
-        least two windows).
+        `analyses._common.byte_windows` (`analyses._tokens.token_windows` for a rotary bridge).
+        ``other_prompt`` pairs window i with window i-1 (needs at least two windows).
     fwd_hooks: hooks applied in every run, clean and intervened (they run before the
         intervention's own hooks).
     """
@@ -194,6 +194,8 @@ def position_interventions(
     tokens = torch.tensor([list(w) for w in windows], dtype=torch.long)
     N = tokens.shape[0]
     layers = list(range(n_layers)) if layers is None else list(layers)
+    if not all(0 <= li < n_layers for li in layers):
+        raise ValueError(f"layers must be in [0, {n_layers}), got {layers}")
     targets: list[tuple[str, list[int]]] = [(str(li), [li]) for li in layers]
     if include_all:
         targets.append((ALL_LAYERS, list(range(n_layers))))

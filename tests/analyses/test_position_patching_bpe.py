@@ -101,6 +101,10 @@ def test_entity_patching_at_token_level(per_layer):
     position = df[df.activation == "position"].whole_layer.to_numpy()
     torch.testing.assert_close(torch.tensor(delta), torch.tensor(position), atol=1e-4, rtol=1e-4)
     assert (df.whole_layer != 0).any()
+    with pytest.raises(ValueError, match="layers must be in"):
+        entity_patching(per_layer, prompts, progress=False, layers=[2])
+    with pytest.raises(ValueError, match="layers must be in"):
+        position_interventions(per_layer, windows(per_layer), ["integer"], layers=[-1], progress=False)
     one = entity_patching(per_layer, prompts, progress=False, layers=[1])
     torch.testing.assert_close(torch.tensor(one.per_prompt.whole_layer.to_numpy()),
                                torch.tensor(df[df.layer == 1].whole_layer.to_numpy()))
