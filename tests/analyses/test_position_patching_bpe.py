@@ -127,3 +127,10 @@ def test_run_dispatches_to_tokens_and_the_command_checks_the_base(per_layer, fol
     assert "exact no-op (checked: max |Δ| = 0)" in out
     for name in ("interventions.csv", "interventions.png", "entity_patching.csv", "entity_patching.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+
+
+def test_entity_patching_is_a_no_op_on_the_base_model(base):
+    prompts, _ = bpe.entity_prompts(base, [("New", "York"), ("Cold", "War")], ["near {a} {b}"], ".")
+    df = entity_patching(base, prompts, progress=False).per_prompt
+    assert len(df) and (df.whole_layer == 0).all() and (df.entity_positions == 0).all()
+    assert (df.control.dropna() == 0).all() and (df.clean_metric != df.corrupt_metric).any()
