@@ -29,6 +29,9 @@ For the shared variant the increment MLP reads the embedding alone (softplus, no
 Per-head models: every output head's δ-logit is attributed separately (``out_head``); printed tables
 average over output heads.
 
+Pretrained rotary grafts (``--model smollm2-135m-per-layer``): token windows, and each earlier
+layer's whole attention output as one part (`analyses._delta_attribution_bpe`).
+
 Command::
 
     python -m analyses.delta_attribution [--model NAME_OR_DIR] [--text-file FILE ...] \
@@ -48,6 +51,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from analyses import _tokens
 from analyses._common import (
     HookSpec,
     Result,
@@ -59,7 +63,8 @@ from analyses._common import (
     resolve_hooks,
     text_windows,
 )
-from lens_positions import HookedIncrementTransformer
+from analyses._tokens import is_token_model
+from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
 
 
 # ---------------------------------------------------------------------------------------- δ-logits
@@ -68,6 +73,8 @@ def increment_mlp_prefix(model: HookedIncrementTransformer, layer: int | None) -
 
     Raises ValueError for models without an increment MLP (``none``, frozen tables).
     """
+    if is_token_model(model):
+        return _bpe().increment_mlp_prefix(model, layer)
     cfg = model.cfg
     if cfg.frozen_deltas:
         raise ValueError("frozen-δ models look δ up in a per-byte table: there is no increment MLP to attribute")
@@ -164,11 +171,30 @@ class DeltaAttribution:
     METRICS = ("grad_x_input", "grad_x_input_frozen", "grad_x_centered", "zero_ablation", "mean_ablation", "random_same_norm")
 
 
+def _bpe():
+    """The token-level helpers (imported late: that module imports this one)."""
+    from analyses import _delta_attribution_bpe
+
+    return _delta_attribution_bpe
+
+
+def part_names(model: HookedIncrementTransformer, layer: int) -> list[str]:
+    """The hooks `residual_parts` reads for the residual entering ``layer``."""
+    if is_token_model(model):
+        return _bpe().part_names(layer)
+    # stack_head_results computes every layer's head outputs, so it needs every layer's z
+    names = ["hook_embed"] + [f"blocks.{i}.attn.hook_z" for i in range(model.cfg.n_layers)]
+    return names + [f"blocks.{i}.hook_mlp_out" for i in range(layer)]
+
+
 def residual_parts(
     cache, model: HookedIncrementTransformer, layer: int
 ) -> tuple[Float[Tensor, "n_parts batch pos d_model"], list[str]]:
     """The parts of the residual stream entering ``layer``: embedding, each earlier head, each
-    earlier MLP (from an ActivationCache holding hook_embed, attn.hook_z and hook_mlp_out)."""
+    earlier MLP (from an ActivationCache holding hook_embed, attn.hook_z and hook_mlp_out); on a
+    pretrained rotary bridge each earlier layer's whole attention output instead of its heads."""
+    if is_token_model(model):
+        return _bpe().residual_parts(cache, layer)
     parts = [cache["hook_embed"][None]]
     labels = ["embed"]
     if layer > 0:
@@ -202,10 +228,7 @@ def attribute_batch(
     mask = torch.ones(tokens.shape, dtype=torch.bool) if mask is None else mask.bool()
     mask = mask.to(tokens.device)
     read_layer = 0 if shared else layer
-    names = ["hook_embed", f"blocks.{read_layer}.hook_resid_pre", f"blocks.{read_layer}.hook_delta"]
-    # stack_head_results computes every layer's head outputs, so it needs every layer's z
-    names += [f"blocks.{i}.attn.hook_z" for i in range(model.cfg.n_layers)]
-    names += [f"blocks.{i}.hook_mlp_out" for i in range(read_layer)]
+    names = [f"blocks.{read_layer}.hook_resid_pre", f"blocks.{read_layer}.hook_delta", *part_names(model, read_layer)]
     with torch.no_grad(), model.hooks(fwd_hooks=resolve_hooks(fwd_hooks, tokens)):
         _, cache = model.run_with_cache(tokens, names_filter=names, return_type=None)
     if shared:
@@ -290,12 +313,16 @@ def delta_attribution(
     sample_size: int = 20_000,
     seed: int = 0,
     progress: bool = True,
+    skip_first: int = 0,
 ) -> AttributionSummary:
     """Attribute every (or the given) layer's δ-logits over many token windows.
 
     Mean-ablation uses each part's mean over all windows' real positions (a first pass computes
     it). Shared models have one increment MLP: they are analysed once, as layer 0.
+    skip_first: leave each window's first positions out of every statistic (a bridge's BOS: its δ
+    moves every later position alike, so RoPE never sees it).
     """
+    pad = _pad_id(model)
     cfg = model.cfg
     shared = increment_mlp_prefix(model, 0) == "delta_mlp"
     layers = [0] if shared else (list(range(cfg.n_layers)) if layers is None else list(layers))
@@ -308,8 +335,8 @@ def delta_attribution(
         # pass 1: each part's mean over all real positions (for mean-ablation)
         total, count = None, 0
         for idx in batches:
-            tokens, lengths = pad_batch([windows[i] for i in idx])
-            mask = torch.arange(tokens.shape[1])[None] < lengths[:, None]
+            tokens, lengths = pad_batch([windows[i] for i in idx], pad=pad)
+            mask = _real_mask(tokens, lengths, skip_first)
             parts = _parts_only(model, tokens, None if shared else layer, fwd_hooks)
             s = (parts * mask[None, :, :, None]).sum((1, 2))
             total = s if total is None else total + s
@@ -319,8 +346,8 @@ def delta_attribution(
         extra: dict[str, list[np.ndarray]] = {k: [] for k in ("linearised", "linearised_frozen", "raw", "complete")}
         labels: list[str] = []
         for b, idx in enumerate(tqdm(batches, desc=f"layer {layer}", disable=not progress, leave=False)):
-            tokens, lengths = pad_batch([windows[i] for i in idx])
-            mask = torch.arange(tokens.shape[1])[None] < lengths[:, None]
+            tokens, lengths = pad_batch([windows[i] for i in idx], pad=pad)
+            mask = _real_mask(tokens, lengths, skip_first)
             att = attribute_batch(model, tokens, None if shared else layer, mask, means, fwd_hooks, seed=seed + b)
             labels = att.labels
             m = att.mask
@@ -366,13 +393,23 @@ def delta_attribution(
     return AttributionSummary(pd.DataFrame(part_rows), pd.DataFrame(check_rows), pd.concat(samples, ignore_index=True))
 
 
+def _pad_id(model: HookedIncrementTransformer) -> int:
+    """The token right-padding uses: the separator, or a bridge's pad id."""
+    return _tokens.pad_id(model) if is_token_model(model) else SEPARATOR_ID
+
+
+def _real_mask(tokens: Tensor, lengths: Tensor, skip_first: int = 0) -> Bool[Tensor, "batch pos"]:
+    """Positions that are real (not padding) and not among the first ``skip_first``."""
+    pos = torch.arange(tokens.shape[1])[None]
+    return (pos < lengths[:, None]) & (pos >= skip_first)
+
+
 @torch.no_grad()
 def _parts_only(model: HookedIncrementTransformer, tokens: Tensor, layer: int | None, fwd_hooks: HookSpec) -> Tensor:
     """The residual parts [n_parts, batch, pos, d_model] entering ``layer`` (embedding if None)."""
     tokens = tokens.to(model.W_E.device)
     read = 0 if layer is None else layer
-    names = ["hook_embed"] + [f"blocks.{i}.attn.hook_z" for i in range(model.cfg.n_layers)]
-    names += [f"blocks.{i}.hook_mlp_out" for i in range(read)]
+    names = part_names(model, read)
     with model.hooks(fwd_hooks=resolve_hooks(fwd_hooks, tokens)):
         _, cache = model.run_with_cache(tokens, names_filter=names, return_type=None)
     if layer is None:
@@ -401,14 +438,22 @@ def plot_attribution(summary: AttributionSummary, title: str = ""):
     grid = np.full((len(layers), len(order)), np.nan)
     for r in parts.itertuples():
         grid[layers.index(r.layer), order.index(r.part)] = r.share
-    fig, axes = plt.subplots(1, 2, figsize=(min(4 + 0.25 * len(order), 16) + 4.5, 4), gridspec_kw={"width_ratios": [max(2, len(order) / 8), 1.3]})
+    many = len(layers) > 8  # e.g. a 30-layer pretrained graft: taller rows, layers coloured on a scale
+    height = max(4.0, 0.22 * len(layers) + 1.8)
+    fig, axes = plt.subplots(1, 2, figsize=(min(4 + 0.25 * len(order), 16) + 4.5, height),
+                             gridspec_kw={"width_ratios": [max(2, len(order) / 8), 1.3]})
     im = axes[0].imshow(grid, aspect="auto", cmap="viridis", vmin=0)
     axes[0].set_xticks(range(len(order)), order, rotation=90, fontsize=6)
-    axes[0].set_yticks(range(len(layers)), [f"δ of L{li}" if li != "shared" else "shared δ" for li in layers])
+    axes[0].set_yticks(range(len(layers)), [f"δ of L{li}" if li != "shared" else "shared δ" for li in layers],
+                       fontsize=6 if many else None)
     axes[0].set_title("share of mean |gradient × input|")
     fig.colorbar(im, ax=axes[0])
     s = summary.sample
-    for li in layers:
+    if many:
+        sc = axes[1].scatter(s.grad_x_input, s.zero_ablation, s=3, alpha=0.4, c=s.layer.astype(float), cmap="viridis",
+                             rasterized=True)
+        fig.colorbar(sc, ax=axes[1], label="layer of δ")
+    for li in [] if many else layers:
         sel = s[s.layer == li]
         axes[1].scatter(sel.grad_x_input, sel.zero_ablation, s=3, alpha=0.4, label=f"L{li}" if li != "shared" else "shared",
                         rasterized=True)  # 20k points: a bitmap inside the SVG keeps it small
@@ -433,6 +478,7 @@ class Params:
     held_out: float | None = None
     window_bytes: int | None = None
     max_windows: int = 32
+    window_tokens: int = 128  # pretrained rotary models: tokens per window after the BOS
     layers: list[int] | None = None
     top: int = 8
     seed: int = 0
@@ -448,12 +494,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_text_args(parser, max_windows=32)
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="layers to attribute (default all)")
     parser.add_argument("--top", type=int, default=8, help="parts per layer in the printed table")
+    parser.add_argument("--window-tokens", type=int, default=128,
+                        help="pretrained rotary models: tokens per window after the BOS (default 128)")
     return parser
 
 
 def run(model: HookedIncrementTransformer, params: Params) -> Result:
     """`delta_attribution` over byte windows: tables parts and checks, the attribution figure
-    (an empty Result saying so for models without an increment MLP)."""
+    (an empty Result saying so for models without an increment MLP). A pretrained rotary bridge
+    runs on token windows (`analyses._delta_attribution_bpe`)."""
+    if is_token_model(model):
+        return _bpe().run(model, params)
     p = params
     variant = model.cfg.variant_name
     try:

@@ -18,6 +18,9 @@ learned units, not ``q - k`` in bytes. This module gives
 - a matplotlib figure for one query: attention weight against the key's byte position and
   against its learned position, per layer, one line per head.
 
+Pretrained rotary models (``--model smollm2-135m-per-layer``): token windows, distances in tokens
+(`analyses._learned_axis_attention_bpe`).
+
 Command::
 
     python -m analyses.learned_axis_attention [--model NAME_OR_DIR] [--text-file FILE ...] \
@@ -37,6 +40,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from analyses import _tokens
 from analyses._common import (
     SAMPLE_TEXTS,
     HookSpec,
@@ -49,6 +53,7 @@ from analyses._common import (
     resolve_hooks,
     text_windows,
 )
+from analyses._tokens import is_token_model
 from analyses.head_rates import look_back
 from lens_positions import HookedIncrementTransformer
 
@@ -69,6 +74,21 @@ def look_back_distances(
 
 
 # ---------------------------------------------------------------------------------------- views
+def text_tokens(model: HookedIncrementTransformer, text: str) -> tuple[Int[Tensor, "1 pos"], list[str], str]:
+    """``text`` as the model reads it: tokens [1, pos] (separator or BOS first), each token's text,
+    and the name of the model's unit ("byte", or "token" for a pretrained rotary bridge)."""
+    if is_token_model(model):
+        ids = [_tokens.bos_id(model), *_tokens.encode(model, text)]
+        return torch.tensor([ids], device=model.W_E.device), _tokens.token_texts(model, ids), "token"
+    tokens = model.to_tokens(text)
+    return tokens, model.to_str_tokens(tokens), "byte"
+
+
+def _n_delta_outputs(model: HookedIncrementTransformer) -> int:
+    """δ outputs per token: the heads of a per-head byte model, else 1 (bridges have no per-head δ)."""
+    return getattr(model.cfg, "n_delta_outputs", 1)
+
+
 @dataclass
 class LearnedAxisView:
     """Attention regridded onto the learned axis.
@@ -189,8 +209,7 @@ def attention_views(
 ) -> list[tuple[str, str, list[str], Tensor]]:
     """Sections for `attention_html`: per layer, the byte-axis view then the learned-axis view(s)
     (one for all heads, or one per head for per-head models)."""
-    tokens = model.to_tokens(text)
-    str_tokens = model.to_str_tokens(tokens)
+    tokens, str_tokens, unit = text_tokens(model, text)
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     names = [f"blocks.{li}.{n}" for li in layers for n in ("attn.hook_pattern", "hook_position", "hook_delta")]
     with model.hooks(fwd_hooks=resolve_hooks(fwd_hooks, tokens)):
@@ -200,7 +219,7 @@ def attention_views(
         pattern = cache[f"blocks.{li}.attn.hook_pattern"][0].float().cpu()  # [h, q, k]
         pos = head_axis(cache[f"blocks.{li}.hook_position"].float().cpu())[0]  # [pos, n_out]
         delta = head_axis(cache[f"blocks.{li}.hook_delta"].float().cpu())[0]
-        sections.append((f"Layer {li}: byte axis", "keys at their byte positions (baseline view)", str_tokens, pattern))
+        sections.append((f"Layer {li}: {unit} axis", f"keys at their {unit} positions (baseline view)", str_tokens, pattern))
         groups = [(list(range(pattern.shape[0])), 0)] if pos.shape[1] == 1 else [([h], h) for h in range(pos.shape[1])]
         for heads, col in groups:
             width = float(delta[:, col].mean()) / bins_per_token
@@ -220,47 +239,48 @@ def plot_query(
     fwd_hooks: HookSpec = None,
     title: str = "",
     keys: int = 48,
+    layers: Sequence[int] | None = None,
 ):
     """For one query, attention weight against each key's byte position (left) and learned
     position (right), one row per layer, one line per head. Characters are printed along the
     learned axis at their positions (head mean for per-head models).
 
     keys: show only the ``keys`` keys up to the query (0: all), so the characters stay readable;
-    the attention outside the view is not renormalised.
+    the attention outside the view is not renormalised. layers: the rows (default every layer).
     """
     import matplotlib.pyplot as plt
 
-    tokens = model.to_tokens(text)
-    str_tokens = model.to_str_tokens(tokens)
+    tokens, str_tokens, unit = text_tokens(model, text)
     n = tokens.shape[1]
     q = query % n
-    L = model.cfg.n_layers
-    names = [f"blocks.{li}.{x}" for li in range(L) for x in ("attn.hook_pattern", "hook_position")]
+    shown_layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    L = len(shown_layers)
+    names = [f"blocks.{li}.{x}" for li in shown_layers for x in ("attn.hook_pattern", "hook_position")]
     with model.hooks(fwd_hooks=resolve_hooks(fwd_hooks, tokens)):
         _, cache = model.run_with_cache(tokens, names_filter=names, return_type=None)
     fig, axes = plt.subplots(L, 2, figsize=(12, 1.9 * L + 0.6), squeeze=False)
     first = 0 if keys <= 0 else max(0, q + 1 - keys)
     shown = np.arange(first, q + 1)
-    for li in range(L):
+    for row, li in enumerate(shown_layers):
         pattern = cache[f"blocks.{li}.attn.hook_pattern"][0, :, q, first : q + 1].float().cpu().numpy()  # [h, k]
         pos = head_axis(cache[f"blocks.{li}.hook_position"].float().cpu())[0].numpy()  # [pos, n_out]
         for h in range(pattern.shape[0]):
             p = pos[first : q + 1, h if pos.shape[1] > 1 else 0]
-            axes[li, 0].plot(shown, pattern[h], ".-", lw=0.8, ms=3, label=f"H{h}")
-            axes[li, 1].plot(p, pattern[h], ".-", lw=0.8, ms=3, label=f"H{h}")
-        axes[li, 0].axvline(q, color="grey", lw=0.6)
+            axes[row, 0].plot(shown, pattern[h], ".-", lw=0.8, ms=3, label=f"H{h}")
+            axes[row, 1].plot(p, pattern[h], ".-", lw=0.8, ms=3, label=f"H{h}")
+        axes[row, 0].axvline(q, color="grey", lw=0.6)
         pmean = pos[first : q + 1].mean(1)
-        axes[li, 1].axvline(pmean[-1], color="grey", lw=0.6)
+        axes[row, 1].axvline(pmean[-1], color="grey", lw=0.6)
         top = max(float(pattern.max()), 1e-6)
         for j, k in enumerate(shown):
-            axes[li, 0].text(k, -0.12 * top, str_tokens[k][:3], fontsize=6, ha="center", va="top")
-            axes[li, 1].text(pmean[j], -0.12 * top, str_tokens[k][:3], fontsize=6, ha="center", va="top")
-        axes[li, 0].set_ylim(-0.3 * top, 1.1 * top)
-        axes[li, 1].set_ylim(-0.3 * top, 1.1 * top)
-        axes[li, 0].set_ylabel(f"L{li}\nattention")
-    axes[0, 0].set_title(f"vs key byte position (query {q}: {str_tokens[q]!r})")
-    axes[0, 1].set_title("vs key learned position" + (" (each head its own)" if model.cfg.n_delta_outputs > 1 else ""))
-    axes[-1, 0].set_xlabel("key byte position")
+            axes[row, 0].text(k, -0.12 * top, str_tokens[k][:3], fontsize=6, ha="center", va="top")
+            axes[row, 1].text(pmean[j], -0.12 * top, str_tokens[k][:3], fontsize=6, ha="center", va="top")
+        axes[row, 0].set_ylim(-0.3 * top, 1.1 * top)
+        axes[row, 1].set_ylim(-0.3 * top, 1.1 * top)
+        axes[row, 0].set_ylabel(f"L{li}\nattention")
+    axes[0, 0].set_title(f"vs key {unit} position (query {q}: {str_tokens[q]!r})")
+    axes[0, 1].set_title("vs key learned position" + (" (each head its own)" if _n_delta_outputs(model) > 1 else ""))
+    axes[-1, 0].set_xlabel(f"key {unit} position")
     axes[-1, 1].set_xlabel("key learned position")
     axes[0, 1].legend(fontsize=6, ncol=min(8, model.cfg.n_heads))
     fig.suptitle(title or "Attention of one query")
@@ -268,23 +288,30 @@ def plot_query(
     return fig
 
 
-def plot_look_back(table: pd.DataFrame, title: str = ""):
+def plot_look_back(table: pd.DataFrame, title: str = "", unit: str = "bytes"):
     """Look-back per head: learned units against bytes x mean δ (y = x: positions are bytes
     scaled), and against uniform attention's look-back."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for li, sel in table.groupby("layer", sort=False):
-        axes[0].scatter(sel.lookback_bytes * sel.mean_delta, sel.lookback_learned, s=18, label=li)
-        axes[1].scatter(sel.uniform_learned, sel.lookback_learned, s=18, label=li)
+    layers = list(dict.fromkeys(table.layer))
+    many = len(layers) > 10  # e.g. 30 pretrained layers: colour by layer on a scale, not a legend
+    for k, (li, sel) in enumerate(table.groupby("layer", sort=False)):
+        color = plt.cm.viridis(k / max(1, len(layers) - 1)) if many else None
+        axes[0].scatter(sel.lookback_bytes * sel.mean_delta, sel.lookback_learned, s=18, label=li, color=color)
+        axes[1].scatter(sel.uniform_learned, sel.lookback_learned, s=18, label=li, color=color)
     for ax in axes:
         lim = float(np.nanmax(table[["lookback_learned", "uniform_learned"]].to_numpy())) * 1.05 + 1e-9
         lim = max(lim, float(np.nanmax((table.lookback_bytes * table.mean_delta).to_numpy())) * 1.05)
         ax.plot([0, lim], [0, lim], "k:", lw=1)
         ax.set_ylabel("look-back in learned units")
-    axes[0].set_xlabel("look-back in bytes × head's mean δ")
+    axes[0].set_xlabel(f"look-back in {unit} × head's mean δ")
     axes[1].set_xlabel("uniform causal attention's look-back (learned units)")
-    axes[0].legend(fontsize=7)
+    if many:
+        scale = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, len(layers) - 1))
+        fig.colorbar(scale, ax=axes[1], label=f"layer ({layers[0]} … {layers[-1]})")
+    else:
+        axes[0].legend(fontsize=7)
     fig.suptitle(title or "Look-back per head")
     fig.tight_layout()
     return fig
@@ -311,6 +338,7 @@ class Params:
     keys: int = 48
     layers: list[int] | None = None
     bins_per_token: float = 1.5
+    window_tokens: int = 128  # pretrained rotary models: tokens per window after the BOS
     batch_size: int = 16
     progress: bool = True
 
@@ -327,12 +355,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keys", type=int, default=48, help="keys shown in the query figure (0: all)")
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="layers in the HTML views (default all)")
     parser.add_argument("--bins-per-token", type=float, default=1.5, help="learned-axis bins per mean δ")
+    parser.add_argument("--window-tokens", type=int, default=128,
+                        help="pretrained rotary models: tokens per window after the BOS (default 128)")
     return parser
 
 
 def run(model: HookedIncrementTransformer, params: Params) -> Result:
     """Look-back per head over byte windows (table look_back), the offline attention page
-    (attention.html) and two figures."""
+    (attention.html) and two figures. A pretrained rotary bridge runs on token windows
+    (`analyses._learned_axis_attention_bpe`)."""
+    if is_token_model(model):
+        from analyses import _learned_axis_attention_bpe
+
+        return _learned_axis_attention_bpe.run(model, params)
     p = params
     variant = model.cfg.variant_name
     windows = text_windows(model, p.text_file, p.window_bytes, p.max_windows, p.max_docs, p.held_out)

@@ -28,10 +28,14 @@ Positions before the entity are identical in both runs (the model is causal), so
 an exact no-op: the per-position sweep skips them except the byte just before the entity, whose
 effect is reported as a check (``prefix_max_abs``, must be 0).
 
+Pretrained rotary models (``--model smollm2-135m`` or ``smollm2-135m-per-layer``): the same
+interventions and patches on token windows and BPE entity prompts, scored per next token, with an
+exact no-op check on the base model (`analyses._position_patching_bpe`).
+
 Command::
 
     python -m analyses.position_patching [--model NAME_OR_DIR] [--text-file FILE ...] \
-        --out out/position_patching
+        [--layers L ...] --out out/position_patching
 """
 
 from __future__ import annotations
@@ -64,18 +68,21 @@ from analyses._common import (
     resolve_hooks,
     text_windows,
 )
+from analyses._tokens import is_token_model
 from analyses.entities import CARRIERS, PATCHING_ENTITIES
 from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
+from lens_positions.rotary_models import POSITION_START
 
 INTERVENTIONS = ("integer", "mean_delta", "other_prompt", "shuffled_delta")
 ALL_LAYERS = "all"
 
 
 # ---------------------------------------------------------------------------------------- hooks
-def _integer_positions(position: Tensor, hook) -> Tensor:
-    """Positions 1..n, the positions of integer RoPE, in the activation's shape."""
+def _integer_positions(position: Tensor, hook, first: float = 1.0) -> Tensor:
+    """Positions first, first + 1, ..., the positions δ = 1 gives (1..n for the byte models, 0..n-1
+    for a pretrained rotary bridge, see `integer_start`), in the activation's shape."""
     n = position.shape[1]
-    ramp = torch.arange(1, n + 1, dtype=position.dtype, device=position.device)
+    ramp = first + torch.arange(n, dtype=position.dtype, device=position.device)
     return ramp.view(1, n, *([1] * (position.ndim - 2))).expand_as(position).clone()
 
 
@@ -93,6 +100,12 @@ def _permuted_delta(delta: Tensor, hook, seed: int) -> Tensor:
     return delta.gather(1, perm)
 
 
+def integer_start(model) -> float:
+    """The first token's position under δ = 1: 1 for the byte models (p_t = sum_{s<=t} δ_s), 0 for a
+    pretrained rotary bridge (its running sum starts at `rotary_models.POSITION_START`, as HF's ids)."""
+    return POSITION_START + 1.0 if is_token_model(model) else 1.0
+
+
 def _replace(act: Tensor, hook, value: Tensor) -> Tensor:
     return value.to(act.device, act.dtype).clone()
 
@@ -102,16 +115,18 @@ def intervention_hooks(
     layers: Sequence[int],
     partner_deltas: Sequence[Tensor] | None = None,
     seed: int = 0,
+    first_position: float = 1.0,
 ) -> list[Hook]:
     """The TransformerLens hooks of one intervention at the given layers.
 
     partner_deltas: for ``other_prompt``, per layer, the δ [batch, pos(, heads)] to put in.
+    first_position: the first token's integer position (`integer_start`).
     """
     hooks: list[Hook] = []
     for layer in layers:
         delta_name = tl_utils.get_act_name("delta", layer)
         if kind == "integer":
-            hooks.append((tl_utils.get_act_name("position", layer), _integer_positions))
+            hooks.append((tl_utils.get_act_name("position", layer), partial(_integer_positions, first=first_position)))
         elif kind == "mean_delta":
             hooks.append((delta_name, _mean_delta))
         elif kind == "shuffled_delta":
@@ -127,7 +142,7 @@ def intervention_hooks(
 
 # ---------------------------------------------------------------------------------------- part 1
 def _next_byte_scores(logits: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-token loss (nats) and logit of the correct next byte, both [batch, pos-1]."""
+    """Per-token loss (nats) and logit of the correct next token (byte), both [batch, pos-1]."""
     logits = logits[:, :-1].float()
     target = tokens[:, 1:].unsqueeze(-1)
     loss = -F.log_softmax(logits, -1).gather(-1, target).squeeze(-1)
@@ -165,9 +180,9 @@ def position_interventions(
 ) -> InterventionResult:
     """Replace learned positions per layer and measure what it costs the model.
 
-    windows: token lists of one common length (separator first), e.g. from
-        `analyses._common.byte_windows`. ``other_prompt`` pairs window i with window i-1 (needs at
-        least two windows).
+    windows: token lists of one common length (separator or BOS first), e.g. from
+        `analyses._common.byte_windows` (`analyses._tokens.token_windows` for a rotary bridge).
+        ``other_prompt`` pairs window i with window i-1 (needs at least two windows).
     fwd_hooks: hooks applied in every run, clean and intervened (they run before the
         intervention's own hooks).
     """
@@ -179,6 +194,8 @@ def position_interventions(
     tokens = torch.tensor([list(w) for w in windows], dtype=torch.long)
     N = tokens.shape[0]
     layers = list(range(n_layers)) if layers is None else list(layers)
+    if not all(0 <= li < n_layers for li in layers):
+        raise ValueError(f"layers must be in [0, {n_layers}), got {layers}")
     targets: list[tuple[str, list[int]]] = [(str(li), [li]) for li in layers]
     if include_all:
         targets.append((ALL_LAYERS, list(range(n_layers))))
@@ -220,7 +237,8 @@ def position_interventions(
         dpos = torch.zeros(N)
         for b, idx in enumerate(batches):
             partner_deltas = [deltas[li][partner[idx]] for li in range(n_layers)] if kind == "other_prompt" else None
-            hooks = intervention_hooks(kind, target_layers, partner_deltas, seed=seed * 100_003 + b)
+            hooks = intervention_hooks(kind, target_layers, partner_deltas, seed=seed * 100_003 + b,
+                                       first_position=integer_start(model))
             capture = [pos_names[li] for li in target_layers]
             loss, logit, cap = run(tokens[idx].to(device), hooks, capture)
             change = loss - clean_loss[idx]
@@ -342,27 +360,33 @@ def entity_patching(
     activations: Sequence[str] = ("delta", "position"),
     per_position: bool = True,
     progress: bool = True,
+    layers: Sequence[int] | None = None,
 ) -> EntityPatchResult:
     """Patch real-order δ / positions into reversed-entity runs, per layer (and per position).
 
-    Prompts are grouped by (carrier, byte length) so each group runs as one batch; within a group,
+    Prompts are grouped by (carrier, length) so each group runs as one batch; within a group,
     the control source of prompt i is the real-order prompt of another entity of the group (i-1).
+    The continuation scored is what follows the entity (``clean[entity_end:]``). layers: the layers
+    patched (default all).
     """
     if prompts is None:
         prompts = entity_prompts(continuation=continuation)
-    n_cont = len(continuation.encode("utf-8"))
-    if n_cont < 1:
-        raise ValueError("the continuation must have at least one byte (the metric scores it)")
+    if any(len(p.clean) - p.entity_end < 1 for p in prompts):
+        raise ValueError("the continuation must have at least one token (the metric scores it)")
     n_layers = model.cfg.n_layers
+    layers = list(range(n_layers)) if layers is None else list(layers)
+    if not layers or not all(0 <= li < n_layers for li in layers):
+        raise ValueError(f"layers must be in [0, {n_layers}), got {layers}")
     groups: dict[tuple[str, int], list[EntityPrompt]] = defaultdict(list)
     for p in prompts:
         groups[(p.carrier, len(p.clean))].append(p)
-    names = [tl_utils.get_act_name(a, li) for a in activations for li in range(n_layers)]
+    names = [tl_utils.get_act_name(a, li) for a in activations for li in layers]
     rows: list[dict] = []
     pos_rows: list[dict] = []
     with _quiet_patching():
         for key, group in tqdm(groups.items(), desc="entity groups", disable=not progress, leave=False):
-            _patch_group(model, key, group, activations, n_cont, per_position, names, rows, pos_rows)
+            n_cont = len(group[0].clean) - group[0].entity_end
+            _patch_group(model, key, group, activations, n_cont, per_position, names, rows, pos_rows, layers)
     per_pos = pd.DataFrame(pos_rows)
     if len(per_pos):
         per_pos["weighted"] = per_pos.effect * per_pos.n
@@ -382,11 +406,12 @@ def _patch_group(
     names: list[str],
     rows: list[dict],
     pos_rows: list[dict],
+    layers: Sequence[int],
 ) -> None:
     """Patch one batch of same-carrier, same-length prompts; appends to ``rows`` / ``pos_rows``."""
     carrier, length = key
     device = model.W_E.device
-    n_layers = model.cfg.n_layers
+    n_layers = len(layers)  # rows of the result tensors: the patched layers, in order
     metric: Callable[[Tensor], Tensor]
     clean = torch.tensor([p.clean for p in group], device=device)
     corrupt = torch.tensor([p.corrupt for p in group], device=device)
@@ -402,17 +427,19 @@ def _patch_group(
     # like every earlier byte, which are skipped) to the last position whose activation can reach
     # the metric (the last token's logits are not scored)
     first = max(0, start - 1)
-    cells = pd.DataFrame([(li, q) for li in range(n_layers) for q in range(first, length - 1)], columns=["layer", "pos"])
+    cells = pd.DataFrame([(li, q) for li in layers for q in range(first, length - 1)], columns=["layer", "pos"])
+    row_of = {li: k for k, li in enumerate(layers)}
+    whole_cells = pd.DataFrame({"layer": list(layers)})
     for act in activations:
         whole = patching.generic_activation_patch(
             model, corrupt, clean_cache, metric, _whole_layer_setter, act,
-            index_axis_names=("layer",), reduce="none",
+            index_df=whole_cells, reduce="none",
         ).values.cpu() - corrupt_metric  # [layer, batch]
         control = torch.full_like(whole, float("nan"))
         if control_cache is not None:
             control = patching.generic_activation_patch(
                 model, corrupt, control_cache, metric, _whole_layer_setter, act,
-                index_axis_names=("layer",), reduce="none",
+                index_df=whole_cells, reduce="none",
             ).values.cpu() - corrupt_metric
         by_pos = torch.full((n_layers, length - 1, len(group)), float("nan"))
         if per_position:
@@ -420,27 +447,28 @@ def _patch_group(
                 model, corrupt, clean_cache, metric, patching.layer_pos_patch_setter, act,
                 index_df=cells, reduce="none",
             )
-            by_pos[torch.tensor(cells.layer.tolist()), torch.tensor(cells.pos.tolist())] = res.values.cpu() - corrupt_metric
+            rows_idx = torch.tensor([row_of[li] for li in cells.layer.tolist()])
+            by_pos[rows_idx, torch.tensor(cells.pos.tolist())] = res.values.cpu() - corrupt_metric
         for i, p in enumerate(group):
-            for li in range(n_layers):
-                effects = by_pos[li, :, i]
+            for k, li in enumerate(layers):
+                effects = by_pos[k, :, i]
                 rows.append({
                     "carrier": carrier, "entity": f"{p.a} {p.b}", "activation": act, "layer": li,
                     "clean_metric": float(clean_metric[i]), "corrupt_metric": float(corrupt_metric[i]),
-                    "whole_layer": float(whole[li, i]), "control": float(control[li, i]),
+                    "whole_layer": float(whole[k, i]), "control": float(control[k, i]),
                     "entity_positions": float(effects[start:end].sum()),
                     "continuation_positions": float(effects[end:].sum()),
                     "prefix_max_abs": float(effects[first:start].abs().max()) if start else 0.0,
                 })
         if per_position:
-            for li in range(n_layers):
+            for k, li in enumerate(layers):
                 for q in range(first, length - 1):
                     pos_rows.append({"activation": act, "layer": li, "offset": q - start,
-                                     "effect": float(by_pos[li, q].mean()), "n": len(group)})
+                                     "effect": float(by_pos[k, q].mean()), "n": len(group)})
 
 
 # ---------------------------------------------------------------------------------------- figures
-def plot_interventions(result: InterventionResult, title: str = ""):
+def plot_interventions(result: InterventionResult, title: str = "", unit: str = "nats/byte"):
     """Δloss per layer and intervention (bars with standard errors); shuffled δ is the control."""
     import matplotlib.pyplot as plt
 
@@ -456,7 +484,7 @@ def plot_interventions(result: InterventionResult, title: str = ""):
         ax.bar(x, sel.d_loss, width, yerr=sel.d_loss_se, label=kind + (" (control)" if hatch else ""), hatch=hatch)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(layers)), [f"L{li}" if li != ALL_LAYERS else "all" for li in layers])
-    ax.set_ylabel("Δ loss (nats/byte), intervened − clean")
+    ax.set_ylabel(f"Δ loss ({unit}), intervened − clean")
     ax.set_title(title or f"Position interventions (clean loss {result.clean_loss:.3f})")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -513,6 +541,8 @@ class Params:
     held_out: float | None = None
     window_bytes: int | None = None
     max_windows: int = 64
+    window_tokens: int = 128  # pretrained rotary models: tokens per window after the BOS
+    layers: list[int] | None = None  # layers intervened on and patched (default all)
     interventions: list[str] = field(default_factory=lambda: list(INTERVENTIONS))
     continuation: str = "."
     max_entities: int | None = None
@@ -536,54 +566,78 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--carriers", type=int, default=len(CARRIERS), help="use only the first N carriers")
     parser.add_argument("--no-per-position", action="store_true", help="skip the per-position entity patches")
     parser.add_argument("--no-entities", action="store_true", help="skip part 2")
+    parser.add_argument("--layers", type=int, nargs="+", default=None,
+                        help="layers to intervene on and patch (default all; 'all layers' is always added)")
+    parser.add_argument("--window-tokens", type=int, default=128,
+                        help="pretrained rotary models: tokens per window after the BOS (default 128)")
     return parser
+
+
+def intervention_report(result: InterventionResult, variant: str, what: str, unit: str = "byte", note: str = "") -> Result:
+    """A `Result` with part 1's tables, figure and Markdown (``what`` describes the windows; ``unit``
+    is what the model predicts: byte or token)."""
+    markdown = "\n".join([
+        f"## Position interventions ({variant}; {what}; clean loss {result.clean_loss:.4f} nats/{unit})\n",
+        f"Change (intervened − clean) per window, averaged (d_logprob of the correct {unit} = −d_loss). "
+        "`shuffled_delta` is the control (same δ values, wrong tokens)" + note + ".\n",
+        markdown_table(result.table, formats={"d_loss": ".4f", "d_loss_se": ".4f", "d_logprob": ".4f", "d_logit": ".4f"}),
+    ])  # fmt: skip
+    title = f"Position interventions: {variant} (clean loss {result.clean_loss:.3f})"
+    return Result(
+        markdown,
+        tables={"interventions": result.table, "interventions_per_window": result.per_window},
+        figures={"interventions": plot_interventions(result, title, unit=f"nats/{unit}")},
+        facts={"variant": variant, "clean_loss": result.clean_loss},
+    )
+
+
+def add_entity_patching(
+    out: Result, model: HookedIncrementTransformer, prompts: Sequence[EntityPrompt], p: Params, variant: str,
+    unit: str = "byte",
+) -> EntityPatchResult:
+    """Run part 2 on ``prompts`` and add its tables, figure and Markdown to ``out``."""
+    ent = entity_patching(model, prompts, p.continuation, per_position=not p.no_per_position, progress=p.progress,
+                          layers=p.layers)
+    summary = ent.summary()
+    out.tables.update({
+        "entity_patching_per_prompt": ent.per_prompt, "entity_patching_per_position": ent.per_position,
+        "entity_patching": summary,
+    })  # fmt: skip
+    out.figures["entity_patching"] = plot_entity_patching(ent, f"Entity patching: {variant}")
+    out.facts["prompts"] = len(prompts)
+    out.markdown += "\n".join([
+        f"\n\n## Entity patching: real-order → reversed ({len(prompts)} prompts, continuation {p.continuation!r})\n",
+        "Metric: log-prob of the continuation in the reversed prompt. `whole_layer` = patched − reversed "
+        "when the layer's whole activation comes from the real-order prompt; `control_unrelated` = the same "
+        "from another real entity of equal length; `toward_clean` = share of prompts where the patch moves "
+        f"the metric toward the real-order value; `prefix_max_abs` = effect of patching the {unit} before the "
+        "entity, which must be 0 (causality check).\n",
+        markdown_table(summary, formats={"prefix_max_abs": ".1e"}),
+    ])  # fmt: skip
+    return ent
 
 
 def run(model: HookedIncrementTransformer, params: Params) -> Result:
     """Part 1 (tables interventions, interventions_per_window) and part 2 (entity_patching and its
-    per-prompt and per-position tables), with a figure each."""
+    per-prompt and per-position tables), with a figure each. A pretrained rotary bridge
+    (`analyses._tokens.is_token_model`) runs the token-level version, `analyses._position_patching_bpe`."""
+    if is_token_model(model):
+        from analyses import _position_patching_bpe
+
+        return _position_patching_bpe.run(model, params)
     p = params
     variant = model.cfg.variant_name
     windows = text_windows(model, p.text_file, p.window_bytes, p.max_windows, p.max_docs, p.held_out)
     result = position_interventions(
-        model, windows, p.interventions, batch_size=p.batch_size, seed=p.seed, progress=p.progress
+        model, windows, p.interventions, layers=p.layers, batch_size=p.batch_size, seed=p.seed, progress=p.progress
     )
     per_head = " (per-head: |Δposition| is averaged over heads)" if model.cfg.n_delta_outputs > 1 else ""
-    lines = [
-        f"## Position interventions ({variant}; {len(windows)} windows of {len(windows[0]) - 1} bytes; "
-        f"clean loss {result.clean_loss:.4f} nats/byte)\n",
-        "Change (intervened − clean) per window, averaged (d_logprob of the correct byte = −d_loss). "
-        "`shuffled_delta` is the control (same δ values, wrong tokens)" + per_head + ".\n",
-        markdown_table(result.table, formats={"d_loss": ".4f", "d_loss_se": ".4f", "d_logprob": ".4f", "d_logit": ".4f"}),
-    ]  # fmt: skip
-    out = Result(
-        "",
-        tables={"interventions": result.table, "interventions_per_window": result.per_window},
-        figures={"interventions": plot_interventions(result, f"Position interventions: {variant} (clean loss {result.clean_loss:.3f})")},
-        facts={"variant": variant, "n_layers": model.cfg.n_layers, "windows": len(windows),
-               "window_bytes": len(windows[0]) - 1, "clean_loss": result.clean_loss},
-    )  # fmt: skip
+    out = intervention_report(result, variant, f"{len(windows)} windows of {len(windows[0]) - 1} bytes", "byte", per_head)
+    out.facts.update({"n_layers": model.cfg.n_layers, "windows": len(windows), "window_bytes": len(windows[0]) - 1})
     if not p.no_entities:
         entities = PATCHING_ENTITIES[: p.max_entities] if p.max_entities else PATCHING_ENTITIES
-        prompts = entity_prompts(entities, CARRIERS[: p.carriers], p.continuation)
-        ent = entity_patching(model, prompts, p.continuation, per_position=not p.no_per_position, progress=p.progress)
-        summary = ent.summary()
-        out.tables.update({
-            "entity_patching_per_prompt": ent.per_prompt, "entity_patching_per_position": ent.per_position,
-            "entity_patching": summary,
-        })  # fmt: skip
-        out.figures["entity_patching"] = plot_entity_patching(ent, f"Entity patching: {variant}")
-        out.facts.update({"entities": len(entities), "carriers": min(p.carriers, len(CARRIERS)), "prompts": len(prompts)})
-        lines += [
-            f"\n## Entity patching: real-order → reversed ({len(prompts)} prompts, continuation {p.continuation!r})\n",
-            "Metric: log-prob of the continuation in the reversed prompt. `whole_layer` = patched − reversed "
-            "when the layer's whole activation comes from the real-order prompt; `control_unrelated` = the same "
-            "from another real entity of equal length; `toward_clean` = share of prompts where the patch moves "
-            "the metric toward the real-order value; `prefix_max_abs` = effect of patching the byte before the "
-            "entity, which must be 0 (causality check).\n",
-            markdown_table(summary, formats={"prefix_max_abs": ".1e"}),
-        ]  # fmt: skip
-    out.markdown = "\n".join(lines)
+        add_entity_patching(out, model, entity_prompts(entities, CARRIERS[: p.carriers], p.continuation), p, variant)
+        out.facts.update({"entities": len(entities), "carriers": min(p.carriers, len(CARRIERS))})
     return out
 
 
