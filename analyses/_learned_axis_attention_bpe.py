@@ -4,7 +4,7 @@ attention drawn on the learned axis, per BPE token.
 The measurement (`analyses.head_rates.look_back`) and the views run unchanged on a bridge opened by
 `lens_positions.load_rotary_model`; here the windows are BOS + ``window_tokens`` tokens of the
 English held-out sample (``lens_positions.samples.sample_file("en")``) unless ``--text-file``, the
-"byte" columns count tokens (``lookback_bytes`` = Σ_k pattern·(q − k) in tokens), and the views
+distances count tokens (``lookback_tokens`` = Σ_k pattern·(q − k) in tokens), and the views
 read ``--text`` as BOS + its tokens. The BOS query is left out (as the byte models' separator).
 With δ = 1 (the base model) learned and token distances are equal: ``ratio`` = 1 exactly.
 ``--layers`` picks the layers of the HTML views and of the query figure (30 rows for SmolLM2).
@@ -40,8 +40,8 @@ def run(model: nn.Module, params: Params) -> Result:
         windows = _tokens.token_windows(model, texts, p.window_tokens, p.max_windows)
     except ValueError as e:
         raise InputError(f"{', '.join(files)}: {e}") from e
+    # on a bridge the one look-back measurement (head_rates.look_back) names its columns *_tokens
     table = look_back_distances(model, windows, p.batch_size, progress=p.progress)
-    table = table.rename(columns={"lookback_bytes": "lookback_tokens", "uniform_bytes": "uniform_tokens"})
     cols = ["lookback_learned", "lookback_tokens", "uniform_learned", "uniform_tokens", "mean_delta", "ratio"]
     layer_means = table.groupby("layer", sort=False)[cols].mean().reset_index()
     source = ", ".join(p.text_file) if p.text_file else "the English held-out sample"

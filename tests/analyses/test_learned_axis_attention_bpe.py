@@ -54,14 +54,14 @@ def test_previous_token_heads_look_back_their_query_delta(per_layer):
         rows = table[table.layer == f"L{li}"]
         np.testing.assert_allclose(rows.lookback_learned, query_delta, rtol=1e-6)
         np.testing.assert_allclose(rows.ratio, 1.0, rtol=1e-6)
-    assert (table.lookback_bytes == 1).all() and table.lookback_learned.std() > 1e-3
+    assert (table.lookback_tokens == 1).all() and table.lookback_learned.std() > 1e-3
 
 
 def test_base_model_learned_axis_is_the_token_axis(folder):
     base = load_rotary_model(folder)
     windows = _tokens.token_windows(base, [TEXT], 12, 2)
     table = look_back_distances(base, windows, progress=False)
-    np.testing.assert_allclose(table.lookback_learned, table.lookback_bytes, rtol=1e-9)
+    np.testing.assert_allclose(table.lookback_learned, table.lookback_tokens, rtol=1e-9)
     assert (table.mean_delta == 1).all()
 
 
