@@ -3,6 +3,8 @@ only: no test here depends on how fast anything ran."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 import torch
 
@@ -123,3 +125,20 @@ def test_cuda_mode_refuses_cleanly_without_a_gpu():
         pytest.skip("a GPU is present")
     with pytest.raises(SystemExit, match="no CUDA device"):
         train_step.run(train_step.parse_args(["--device", "cuda", "--quick"]))
+
+
+def test_first_touch_quick_compares_plain_and_hinted_memory():
+    """Both allocators and both attention candidates are timed; the attention output is the same
+    with and without the hint (the note says so); a GPU run is skipped with the reason."""
+    from benchmarks import first_touch
+    from lens_positions import components, memory
+
+    report = first_touch.main(["--quick"])
+    _check_table(report)
+    assert _table_rows(report) == ["torch.empty + fill", "large_empty + fill",
+                                   "attention layer, plain memory", "attention layer, hinted memory"]
+    assert report.notes == ["the attention layer's output is bit-identical with and without the hint"]
+    assert components.large_empty is memory.large_empty  # restored after the plain candidate
+    with pytest.raises(common.Skipped, match="--device cpu"):
+        first_touch.run(argparse.Namespace(device="cuda", quick=True, repeats=1, threads=1, compile=False,
+                                           peak_tflops=1.0, seed=0, clock="auto"))
