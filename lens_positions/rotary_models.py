@@ -30,9 +30,11 @@ is supported for ``"none"`` only (learned positions would need the cached runnin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -368,11 +370,13 @@ def load_rotary_model(
         tensors = rotary_adapter.read_adapter_tensors(adapter_dir, meta, hf_model)
         rotary_adapter.merge_lora(hf_model, meta, tensors)
     d_delta = meta["delta_mlp"].get("d_delta") if meta and meta.get("delta_mlp") else None
-    bridge = graft(hf_model, tokenizer, spec.boot_name, increments, per_head, d_delta)
-    if tensors is not None:
-        rotary_adapter.load_delta_weights(bridge, tensors, adapter_dir)
-    object.__setattr__(bridge, "base_spec", spec)
-    return bridge.to(device).eval()
+    # TransformerLens prints "Moving model to device" on stdout: keep stdout for results.
+    with contextlib.redirect_stdout(sys.stderr):
+        bridge = graft(hf_model, tokenizer, spec.boot_name, increments, per_head, d_delta)
+        if tensors is not None:
+            rotary_adapter.load_delta_weights(bridge, tensors, adapter_dir)
+        object.__setattr__(bridge, "base_spec", spec)
+        return bridge.to(device).eval()
 
 
 def rotary_model_names() -> list[str]:

@@ -258,3 +258,14 @@ def test_shipped_smollm2_adapter_rebuilds_the_graft():
     deltas = torch.stack([cache[f"blocks.{layer}.hook_delta"] for layer in range(30)])
     assert (deltas - 1).abs().max() > 1e-4  # trained δ is not 1 ...
     assert rel(logits, plain) > 1e-6  # ... and it matters for the logits
+
+
+def test_loading_keeps_stdout_for_results(tmp_path, capsys):
+    """TransformerLens's device message goes to stderr: a command's stdout holds only its output."""
+    from lens_positions.rotary_models import load_rotary_model, save_tiny_llama
+
+    folder = save_tiny_llama(tmp_path / "tiny")
+    capsys.readouterr()
+    load_rotary_model(folder, increments="per_layer")
+    out = capsys.readouterr()
+    assert "Moving model" not in out.out and "Moving model" in out.err
