@@ -31,9 +31,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from analyses import _tokens
-from analyses._common import InputError, Result, markdown_table, read_text_files
+from analyses._common import Result, markdown_table
 from analyses.delta_attribution import Params, delta_attribution, layer_table, plot_attribution
-from lens_positions.samples import sample_file
 
 __all__ = ["increment_mlp_prefix", "part_names", "residual_parts", "residual_sum_check", "run"]
 
@@ -92,22 +91,16 @@ def run(model: nn.Module, params: Params) -> Result:
     """`delta_attribution` over token windows of a bridge: tables parts, checks, residual_sum and
     the attribution figure; the base model gives a Result saying there is nothing to attribute."""
     p = params
-    variant = f"{_tokens.model_name(model)} {model.increments}"
+    variant = _tokens.variant_label(model)
     try:
         increment_mlp_prefix(model, 0)
     except ValueError as e:
         return Result(f"## δ attribution ({variant})\n\nNothing to attribute: {e}.",
                       facts={"variant": variant, "increments": model.increments})
-    files = p.text_file or [str(sample_file("en"))]
-    texts = read_text_files(files, max_docs=p.max_docs, held_out=p.held_out)
-    try:
-        windows = _tokens.token_windows(model, texts, p.window_tokens, p.max_windows)
-    except ValueError as e:
-        raise InputError(f"{', '.join(files)}: {e}") from e
+    windows, source = _tokens.held_out_windows(model, p)
     summary = delta_attribution(model, windows, p.layers, batch_size=p.batch_size, seed=p.seed,
                                 progress=p.progress, skip_first=1)
     sums = residual_sum_check(model, torch.tensor(windows[: p.batch_size]))
-    source = ", ".join(p.text_file) if p.text_file else "the English held-out sample"
     markdown = "\n".join([
         f"## δ attribution ({variant}; {len(windows)} windows of {p.window_tokens} tokens of {source}, BOS left out)\n",
         "Parts: `embed`, then per earlier layer its attention output `L{i}ATTN` and MLP output `L{i}MLP` "

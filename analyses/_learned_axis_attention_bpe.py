@@ -15,7 +15,7 @@ from __future__ import annotations
 from torch import nn
 
 from analyses import _tokens
-from analyses._common import InputError, Result, markdown_table, read_text_files
+from analyses._common import InputError, Result, markdown_table
 from analyses.learned_axis_attention import (
     Params,
     attention_html,
@@ -25,7 +25,6 @@ from analyses.learned_axis_attention import (
     plot_look_back,
     plot_query,
 )
-from lens_positions.samples import sample_file
 
 __all__ = ["run"]
 
@@ -33,18 +32,12 @@ __all__ = ["run"]
 def run(model: nn.Module, params: Params) -> Result:
     """Look-back per head over token windows (table look_back), attention.html and two figures."""
     p = params
-    variant = f"{_tokens.model_name(model)} {model.increments}"
-    files = p.text_file or [str(sample_file("en"))]
-    texts = read_text_files(files, max_docs=p.max_docs, held_out=p.held_out)
-    try:
-        windows = _tokens.token_windows(model, texts, p.window_tokens, p.max_windows)
-    except ValueError as e:
-        raise InputError(f"{', '.join(files)}: {e}") from e
+    variant = _tokens.variant_label(model)
+    windows, source = _tokens.held_out_windows(model, p)
     # on a bridge the one look-back measurement (head_rates.look_back) names its columns *_tokens
     table = look_back_distances(model, windows, p.batch_size, progress=p.progress)
     cols = ["lookback_learned", "lookback_tokens", "uniform_learned", "uniform_tokens", "mean_delta", "ratio"]
     layer_means = table.groupby("layer", sort=False)[cols].mean().reset_index()
-    source = ", ".join(p.text_file) if p.text_file else "the English held-out sample"
     markdown = "\n".join([
         f"## Look-back per head ({variant}; {len(windows)} windows of {p.window_tokens} tokens of {source})\n",
         "Mean over queries (BOS excluded) of Σ_k pattern·(p_q − p_k) (`lookback_learned`) and "

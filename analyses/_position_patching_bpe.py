@@ -27,7 +27,7 @@ import numpy as np
 from torch import nn
 
 from analyses import _tokens
-from analyses._common import InputError, Result, read_text_files
+from analyses._common import InputError, Result
 from analyses.entities import CARRIERS, PATCHING_ENTITIES
 from analyses.position_patching import (
     EntityPrompt,
@@ -37,7 +37,6 @@ from analyses.position_patching import (
     intervention_report,
     position_interventions,
 )
-from lens_positions.samples import sample_file
 
 __all__ = ["base_model_check", "entity_prompts", "run"]
 
@@ -110,20 +109,14 @@ def base_model_check(result: InterventionResult) -> float:
 def run(model: nn.Module, params: Params) -> Result:
     """Part 1 on token windows and part 2 on BPE entity prompts (see the module doc)."""
     p = params
-    variant = f"{_tokens.model_name(model)} {model.increments}"
-    files = p.text_file or [str(sample_file("en"))]
-    texts = read_text_files(files, max_docs=p.max_docs, held_out=p.held_out)
-    try:
-        windows = _tokens.token_windows(model, texts, p.window_tokens, p.max_windows)
-    except ValueError as e:
-        raise InputError(f"{', '.join(files)}: {e}") from e
+    variant = _tokens.variant_label(model)
+    windows, source = _tokens.held_out_windows(model, p)
     result = position_interventions(
         model, windows, p.interventions, layers=p.layers, batch_size=p.batch_size, seed=p.seed, progress=p.progress
     )
     base = model.increments == "none"
     note = (" — base model: δ = 1 everywhere, so every intervention must be an exact no-op "
             f"(checked: max |Δ| = {base_model_check(result):g})") if base else ""
-    source = ", ".join(p.text_file) if p.text_file else "the English held-out sample"
     what = f"{len(windows)} windows of {p.window_tokens} tokens of {source}"
     out = intervention_report(result, variant, what, "token", note)
     out.facts.update({"n_layers": model.cfg.n_layers, "windows": len(windows), "window_tokens": p.window_tokens,

@@ -11,6 +11,9 @@ are joined) lives in one place:
   (EOS between documents), each after a BOS;
 - `document_windows`: at most ``per_doc`` windows per document (BOS + the document's tokens), so a
   few long documents do not make up the whole sample;
+- `held_out_windows`: `token_windows` of an analysis's ``--text-file`` (default the English
+  held-out sample), with the description its report prints;
+- `add_window_tokens_arg` (``--window-tokens``, default `WINDOW_TOKENS`), `variant_label`;
 - `encode`, `token_texts`, `bos_id`, `pad_id`, `model_name`.
 
 The facts `lens_positions` itself needs (which models are token models, the BOS, the tokenizer's
@@ -22,22 +25,33 @@ HF's own ``position_ids`` (see `lens_positions.rotary_models`).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
+from analyses._common import InputError, read_text_files
+from lens_positions.samples import sample_file
 from lens_positions.token_units import bos_id, encode, is_token_model
 
 __all__ = [
+    "WINDOW_TOKENS",
+    "add_window_tokens_arg",
     "bos_id",
     "document_windows",
     "encode",
+    "held_out_windows",
     "is_token_model",
     "model_name",
     "pad_id",
     "token_texts",
     "token_windows",
+    "variant_label",
 ]
+
+#: Tokens per window after the BOS, the default of the token-level analyses' ``--window-tokens``.
+WINDOW_TOKENS = 128
 
 
 def pad_id(model: nn.Module) -> int:
@@ -59,6 +73,32 @@ def model_name(model: nn.Module) -> str:
     """The canonical name of a bridge's base (``smollm2-135m``) or its class name."""
     spec = getattr(model, "base_spec", None)
     return getattr(spec, "name", None) or type(model).__name__
+
+
+def variant_label(model: nn.Module) -> str:
+    """``"smollm2-135m per_layer"``: the base's name and the graft's variant, for report titles."""
+    return f"{model_name(model)} {model.increments}"
+
+
+def add_window_tokens_arg(parser: argparse.ArgumentParser) -> None:
+    """``--window-tokens`` (default `WINDOW_TOKENS`), read only when ``--model`` is a bridge."""
+    parser.add_argument("--window-tokens", type=int, default=WINDOW_TOKENS,
+                        help=f"pretrained rotary models: tokens per window after the BOS (default {WINDOW_TOKENS})")
+
+
+def held_out_windows(model: nn.Module, params: Any) -> tuple[list[list[int]], str]:
+    """`token_windows` of ``params.window_tokens`` tokens (at most ``params.max_windows``) of the
+    documents of ``params.text_file`` (default the shipped English held-out sample; ``max_docs``
+    and ``held_out`` as `analyses._common.read_text_files` takes them), and the description of the
+    text a report prints. Too little text is an `InputError` naming the files."""
+    files = params.text_file or [str(sample_file("en"))]
+    texts = read_text_files(files, max_docs=params.max_docs, held_out=params.held_out)
+    try:
+        windows = token_windows(model, texts, params.window_tokens, params.max_windows)
+    except ValueError as e:
+        raise InputError(f"{', '.join(files)}: {e}") from e
+    source = ", ".join(params.text_file) if params.text_file else "the English held-out sample"
+    return windows, source
 
 
 def token_windows(

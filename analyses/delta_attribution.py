@@ -478,7 +478,7 @@ class Params:
     held_out: float | None = None
     window_bytes: int | None = None
     max_windows: int = 32
-    window_tokens: int = 128  # pretrained rotary models: tokens per window after the BOS
+    window_tokens: int = _tokens.WINDOW_TOKENS  # pretrained rotary models: tokens per window after the BOS
     layers: list[int] | None = None
     top: int = 8
     seed: int = 0
@@ -494,8 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_text_args(parser, max_windows=32)
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="layers to attribute (default all)")
     parser.add_argument("--top", type=int, default=8, help="parts per layer in the printed table")
-    parser.add_argument("--window-tokens", type=int, default=128,
-                        help="pretrained rotary models: tokens per window after the BOS (default 128)")
+    _tokens.add_window_tokens_arg(parser)
     return parser
 
 

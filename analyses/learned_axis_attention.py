@@ -338,7 +338,7 @@ class Params:
     keys: int = 48
     layers: list[int] | None = None
     bins_per_token: float = 1.5
-    window_tokens: int = 128  # pretrained rotary models: tokens per window after the BOS
+    window_tokens: int = _tokens.WINDOW_TOKENS  # pretrained rotary models: tokens per window after the BOS
     batch_size: int = 16
     progress: bool = True
 
@@ -355,8 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keys", type=int, default=48, help="keys shown in the query figure (0: all)")
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="layers in the HTML views (default all)")
     parser.add_argument("--bins-per-token", type=float, default=1.5, help="learned-axis bins per mean δ")
-    parser.add_argument("--window-tokens", type=int, default=128,
-                        help="pretrained rotary models: tokens per window after the BOS (default 128)")
+    _tokens.add_window_tokens_arg(parser)
     return parser
 
 

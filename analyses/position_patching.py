@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 from transformer_lens import patching
 from transformer_lens import utilities as tl_utils
 
+from analyses import _tokens
 from analyses._common import (
     Hook,
     HookSpec,
@@ -541,7 +542,7 @@ class Params:
     held_out: float | None = None
     window_bytes: int | None = None
     max_windows: int = 64
-    window_tokens: int = 128  # pretrained rotary models: tokens per window after the BOS
+    window_tokens: int = _tokens.WINDOW_TOKENS  # pretrained rotary models: tokens per window after the BOS
     layers: list[int] | None = None  # layers intervened on and patched (default all)
     interventions: list[str] = field(default_factory=lambda: list(INTERVENTIONS))
     continuation: str = "."
@@ -568,8 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-entities", action="store_true", help="skip part 2")
     parser.add_argument("--layers", type=int, nargs="+", default=None,
                         help="layers to intervene on and patch (default all; 'all layers' is always added)")
-    parser.add_argument("--window-tokens", type=int, default=128,
-                        help="pretrained rotary models: tokens per window after the BOS (default 128)")
+    _tokens.add_window_tokens_arg(parser)
     return parser
 
 
