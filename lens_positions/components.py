@@ -187,17 +187,17 @@ class Attention(nn.Module):
             # Without autograd (analysis: run_with_cache) scores and pattern are written into
             # memory allocated with a huge-page hint (lens_positions.memory: a third of the
             # first-touch cost of fresh 32 MiB blocks on CPU). Same values either way.
-            fresh = x.device.type == "cpu" and not (
+            hinted = x.device.type == "cpu" and not (
                 torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
                 or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu")
             )
-            if fresh:
+            if hinted:
                 scores = large_empty((b * h, n_q, n_k), q.dtype, x.device)
                 torch.baddbmm(bias, q_bh, k_bh, alpha=1.0 / self.attn_scale, out=scores)
             else:
                 scores = torch.baddbmm(bias, q_bh, k_bh, alpha=1.0 / self.attn_scale)
             scores = self.hook_attn_scores(scores.view(b, h, n_q, n_k))
-            if fresh:
+            if hinted:
                 pattern = large_empty(scores.shape, scores.dtype, scores.device)
                 torch.ops.aten._softmax.out(scores, -1, False, out=pattern)  # F.softmax's kernel
             else:

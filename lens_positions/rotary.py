@@ -170,10 +170,9 @@ class _RotaryQK(torch.autograd.Function):
                 else:
                     grad_angles.addcmul_(g_odd, r_even)
                 grad_angles.addcmul_(g_even, r_odd, value=-1.0)
-        if grad_angles is not None:
-            grad_angles = grad_angles.sum_to_size(cos.shape)
         grad_positions = None
         if grad_angles is not None:
+            grad_angles = grad_angles.sum_to_size(cos.shape)
             inv_freq = inverse_frequencies(d_head, ctx.theta, positions.device)[n_fixed:]
             # only the learned pairs' angles depend on the positions: [batch, pos, heads_or_1]
             grad_positions = (grad_angles[..., n_fixed:] * inv_freq).sum(-1)
