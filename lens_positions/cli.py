@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import warnings
@@ -94,9 +93,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     text = _read_text(args)
     rotary = is_rotary_model_name(args.model)  # a pretrained rotary model: reported by token
     try:
-        if rotary:  # TransformerLens prints "Moving model to device": keep stdout for the summary
-            with contextlib.redirect_stdout(sys.stderr):
-                model = load_named_rotary(args.model)
+        if rotary:  # its device message goes to stderr (load_rotary_model): stdout is the summary's
+            model = load_named_rotary(args.model)
         else:
             model = HookedIncrementTransformer.from_pretrained(args.model)
     except (CheckpointError, RotaryModelError) as e:
