@@ -52,7 +52,9 @@ from tqdm.auto import tqdm
 
 from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
 from lens_positions.atomic import atomic_path, write_text_atomic
+from lens_positions.checkpoints import CheckpointError
 from lens_positions.plots import delta_rows
+from lens_positions.rotary_models import RotaryModelError, rotary_model_names
 from lens_positions.runs import DEFAULT_MODEL
 from lens_positions.samples import in_held_out, is_cjk, sample_files
 from lens_positions.tables import markdown_table
@@ -578,7 +580,11 @@ def invoke(
                 torch.set_num_threads(max(1, args.threads))
                 model = models[args.model]
             else:
-                model = model_from_args(args)
+                try:
+                    model = model_from_args(args)
+                except (CheckpointError, RotaryModelError) as e:  # unknown, corrupt or mismatched
+                    parser.error(f"--model {args.model}: {e} (pretrained rotary models: "
+                                 f"{', '.join(rotary_model_names())})")
                 if models is not None:
                     models[args.model] = model
             result = mod.run(model, params)

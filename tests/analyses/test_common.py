@@ -223,3 +223,24 @@ def test_every_analysis_has_the_one_shape_and_runs_without_arguments():
         assert fields <= set(vars(args)) | {"progress"}, fields - set(vars(args))
         assert params_from_args(mod.Params, args) == mod.Params(), name
         assert getattr(args, "text_file", None) in (None, [])  # None: the shipped sample
+
+
+@pytest.mark.parametrize("bad", ["no-such-model", "corrupt"])
+def test_a_model_that_cannot_be_opened_is_a_usage_error_naming_it(bad, tmp_path, capsys):
+    """An unknown name or a corrupt checkpoint folder: the command exits with a usage error that
+    names --model and the models it could have opened, not a traceback."""
+    from analyses._common import invoke
+
+    name = bad
+    if bad == "corrupt":
+        folder = tmp_path / "ckpt"
+        folder.mkdir()
+        (folder / "config.json").write_text("{not json")
+        (folder / "model.safetensors").write_bytes(b"garbage")
+        name = str(folder)
+    with pytest.raises(SystemExit) as exit_info:
+        invoke("entities", ["--model", name, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--model {name}" in err and "smollm2-135m-per-layer" in err
+    assert not (tmp_path / "out").exists()
