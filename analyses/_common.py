@@ -51,7 +51,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
-from lens_positions.atomic import atomic_path, write_text_atomic
+from lens_positions.atomic import atomic_path, output_problem, write_text_atomic
 from lens_positions.checkpoints import CheckpointError
 from lens_positions.plots import delta_rows
 from lens_positions.rotary_models import RotaryModelError, rotary_model_names
@@ -201,6 +201,10 @@ def read_texts(
     for path in map(Path, paths):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such text file")
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
         if path.suffix == ".jsonl":
             with path.open(encoding="utf-8") as f:
                 for n, line in enumerate(f, 1):
@@ -209,9 +213,9 @@ def read_texts(
                     try:
                         row = json.loads(line)
                     except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
+                        raise InputError(f"{path}:{n}: not valid JSON ({e})") from e
                     if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                        raise ValueError(f'{path}:{n}: expected an object with a "text" string')
+                        raise InputError(f'{path}:{n}: expected an object with a "text" string')
                     if source is not None and row.get("source") != source:
                         continue
                     if keep(row["text"]):
@@ -572,6 +576,10 @@ def invoke(
     mod = importlib.import_module(f"analyses.{module}")
     parser = mod.build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "out", None):
+        problem = output_problem(args.out)
+        if problem:  # checked before the work, so that finished work is never lost
+            parser.error(f"--out {args.out}: {problem}")
     params = params_from_args(mod.Params, args)
     use_agg()
     try:
@@ -587,6 +595,15 @@ def invoke(
                                  f"{', '.join(rotary_model_names())})")
                 if models is not None:
                     models[args.model] = model
+            n_layers = int(model.cfg.n_layers)
+            for name in ("layers", "layer"):
+                value = getattr(params, name, None)
+                asked = [] if value is None else [value] if isinstance(value, int) else list(value)
+                bad = [v for v in asked if not 0 <= v < n_layers]
+                if bad:
+                    flag = "--" + name.replace("_", "-")
+                    parser.error(f"{flag} {' '.join(map(str, bad))}: out of range; "
+                                 f"{args.model} has layers 0-{n_layers - 1}")
             result = mod.run(model, params)
         else:
             result = mod.run(None, params)

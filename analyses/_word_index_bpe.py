@@ -154,7 +154,8 @@ def make_prompts(
 
 
 @torch.no_grad()
-def collect(model: nn.Module, prompts: Prompts, batch_size: int, pad_id: int) -> dict[str, np.ndarray]:
+def collect(model: nn.Module, prompts: Prompts, batch_size: int, pad_id: int,
+            progress: bool = False, desc: str = "prompts") -> dict[str, np.ndarray]:
     """resid_post of every layer [n_layers, n, d_model] and hook_position [n_layers, n] at the examples.
 
     Rows are right-padded: attention is causal and δ reads only earlier tokens, so padding after
@@ -165,7 +166,12 @@ def collect(model: nn.Module, prompts: Prompts, batch_size: int, pad_id: int) ->
     pos_names = [f"blocks.{li}.hook_position" for li in range(n_layers)]
     wanted = set(resid_names + pos_names)
     resid, position = [], []
-    for start in range(0, len(prompts.tokens), batch_size):
+    starts = range(0, len(prompts.tokens), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch")
+    for start in starts:
         rows = range(start, min(len(prompts.tokens), start + batch_size))
         width = max(len(prompts.tokens[i]) for i in rows)
         batch = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -250,7 +256,8 @@ def probe_dataset(
 def run(model: nn.Module, *, n_words: int = 7, n_train: int = 800, n_test: int = 300,
         max_tokens: int = 3, C: float = 1.0, seed: int = 0, batch_size: int = 32,
         controls: bool = True, prefix: str = PREFIX, words: Sequence[str] | None = None,
-        fwd_hooks: list | None = None, letters_per_length: int = 400) -> dict[str, Any]:
+        fwd_hooks: list | None = None, letters_per_length: int = 400,
+        progress: bool = False) -> dict[str, Any]:
     """The whole protocol on one model; returns tables and set-up facts (see module doc).
 
     words: the word list (default: `load_words` of /usr/share/dict/words); fwd_hooks: hooks
@@ -286,7 +293,7 @@ def run(model: nn.Module, *, n_words: int = 7, n_train: int = 800, n_test: int =
                        np.concatenate([train.pos, test.pos]), np.concatenate([train.label, test.label]),
                        np.concatenate([train.n_tokens, test.n_tokens]))
         with model.hooks(fwd_hooks=fwd_hooks or []):
-            feats = collect(model, both, batch_size, pad)
+            feats = collect(model, both, batch_size, pad, progress=progress, desc=name)
         if name == "words":
             # δ = 1 (increments "none") gives learned position = token index (BOS = 0) exactly
             info["max |learned position - token index|"] = float(
@@ -373,6 +380,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-controls", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -385,7 +393,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     model = load_named_rotary(args.model)
     result = run(model, n_words=args.n_words, n_train=args.n_train, n_test=args.n_test, C=args.C,
-                 seed=args.seed, batch_size=args.batch_size, controls=not args.no_controls)
+                 seed=args.seed, batch_size=args.batch_size, controls=not args.no_controls,
+                 progress=not args.no_progress)
     out = Path(args.out or f"results/word_index_bpe/{Path(args.model).name}")
     save_table(result["accuracy"], out, "accuracy")
     save_table(result["f1"], out, "f1")

@@ -20,7 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "atomic_path", "temp_files", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "atomic_open", "atomic_path", "output_problem", "temp_files", "write_json_atomic",
+    "write_text_atomic",
+]
 
 
 @contextmanager
@@ -77,6 +80,32 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
         json.dump(obj, f, indent=indent, ensure_ascii=False)
         f.write("\n")
     return Path(path)
+
+
+def output_problem(path: str | os.PathLike, kind: str = "folder") -> str | None:
+    """Why ``path`` cannot be written as an output ``kind`` (``"folder"`` or ``"file"``), or None.
+
+    Commands call it before their work starts, so that a bad ``--out`` (an existing file where a
+    folder is wanted or the reverse, or a place that cannot be written) fails at once instead of
+    after the work is done. The nearest existing folder is tried with a real temporary file:
+    permission bits say nothing to root, and pseudo-filesystems such as ``/proc`` refuse files.
+    """
+    target = Path(path)
+    if kind == "folder" and target.exists() and not target.is_dir():
+        return "is a file, not a folder"
+    if kind == "file" and target.is_dir():
+        return "is a folder, not a file"
+    probe = target if kind == "folder" else target.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        return f"{probe} cannot be written ({e.strerror or e})"
+    return None
 
 
 def temp_files(path: str | os.PathLike) -> list[Path]:

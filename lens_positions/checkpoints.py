@@ -48,9 +48,12 @@ def list_models() -> dict[str, Path]:
 
 
 def resolve(name_or_dir: str | Path) -> Path:
-    """Folder of a shipped model name or an existing checkpoint folder."""
-    path = Path(name_or_dir)
+    """Folder of a shipped model name, a model folder, or a training run folder (its ``final/``)."""
+    path = Path(name_or_dir).expanduser()
     if path.is_dir():
+        # A training run folder (``training.train --out``) keeps its finished model in final/.
+        if not (path / CONFIG_FILE).is_file() and (path / "final" / CONFIG_FILE).is_file():
+            return path / "final"
         return path
     shipped = list_models()
     if str(name_or_dir) in shipped:

@@ -74,6 +74,7 @@ def _print(text: str) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     import torch
 
+    from lens_positions.atomic import output_problem
     from lens_positions.checkpoints import CheckpointError
     from lens_positions.model import HookedIncrementTransformer
     from lens_positions.report import AttentionPacker, build_report, variant_label, write_report
@@ -89,6 +90,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         validation_bits_per_token,
     )
 
+    # Everything the command can check is checked before the model loads and the work starts.
+    if args.threads < 1:
+        raise SystemExit(f"error: --threads must be >= 1, got {args.threads}")
+    if args.window is not None and args.window < 1:
+        raise SystemExit(f"error: --window must be >= 1 token, got {args.window}")
+    if args.out and (problem := output_problem(args.out, kind="file")):
+        raise SystemExit(f"error: --out {args.out}: {problem}")
     torch.set_num_threads(args.threads)
     text = _read_text(args)
     rotary = is_rotary_model_name(args.model)  # a pretrained rotary model: reported by token

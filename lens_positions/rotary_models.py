@@ -386,12 +386,29 @@ def rotary_model_names() -> list[str]:
     return sorted(WHEEL_MODELS) + [p.name for p in rotary_adapter.shipped_adapters()]
 
 
+def adapter_folder(name: str | os.PathLike) -> Path | None:
+    """The adapter folder ``name`` stands for: a shipped adapter's name, an adapter folder (its
+    ``adapter.json``), or a graft run folder (``training.graft --out``, the adapter in
+    ``adapter/``); None for anything else."""
+    from lens_positions import rotary_adapter
+
+    shipped = {p.name: p for p in rotary_adapter.shipped_adapters()}
+    if str(name) in shipped:
+        return shipped[str(name)]
+    path = Path(name).expanduser()
+    for folder in (path, path / "adapter"):
+        if (folder / rotary_adapter.META_NAME).is_file():
+            return folder
+    return None
+
+
 def is_rotary_model_name(name: str | os.PathLike) -> bool:
-    """True for a wheel model, a shipped rotary adapter, or a folder holding an HF model."""
+    """True for a wheel model, a rotary adapter (shipped, a folder or a graft run), or a folder
+    holding an HF model."""
     import json
 
     text = str(name)
-    if text.lower() in rotary_model_names():
+    if text.lower() in rotary_model_names() or adapter_folder(text) is not None:
         return True
     try:  # an HF config names its architectures; the byte models' config.json does not
         return "architectures" in json.loads((Path(text) / "config.json").read_text())
@@ -401,13 +418,14 @@ def is_rotary_model_name(name: str | os.PathLike) -> bool:
 
 def load_named_rotary(name: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """`load_rotary_model` by one name: ``"smollm2-135m"`` (base), a shipped adapter's name such
-    as ``"smollm2-135m-per-layer"`` (its base, variant and weights), or a model folder."""
+    as ``"smollm2-135m-per-layer"`` (its base, variant and weights), an adapter folder or graft
+    run folder (the same from its ``adapter.json``), or an HF model folder."""
     from lens_positions import rotary_adapter
 
-    shipped = {p.name: p for p in rotary_adapter.shipped_adapters()}
-    if str(name) in shipped:
-        meta = rotary_adapter.read_adapter_meta(shipped[str(name)])
-        return load_rotary_model(meta["base"], meta["increments"], adapter=str(name), device=device)
+    folder = adapter_folder(name)
+    if folder is not None:
+        meta = rotary_adapter.read_adapter_meta(folder)
+        return load_rotary_model(meta["base"], meta["increments"], adapter=str(folder), device=device)
     return load_rotary_model(name, device=device)
 
 

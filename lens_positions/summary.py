@@ -165,10 +165,9 @@ def validation_bits_per_token(name_or_dir: str | Path) -> float | None:
     """Held-out bits/token of a pretrained model from its adapter's ``card.json`` (written by
     ``training.graft``: ``final_val_loss`` in nats/token), or None (a base model or a folder
     without a card)."""
-    from lens_positions import rotary_adapter
+    from lens_positions.rotary_models import adapter_folder
 
-    shipped = {p.name: p for p in rotary_adapter.shipped_adapters()}
-    folder = shipped.get(str(name_or_dir), Path(name_or_dir))
+    folder = adapter_folder(name_or_dir) or Path(name_or_dir)
     try:
         card = json.loads((folder / "card.json").read_text())
     except (OSError, ValueError):
@@ -293,15 +292,21 @@ def _summarize_layer(
     the text's units (not the chunks' separators / BOS)."""
     above = [i for i in text_chars if float(rel[i]) >= 1.005]
     boundaries = [(i, float(rel[i])) for i in sorted(above, key=lambda i: -float(rel[i]))[:top]]
-    runs, start = [], None
-    for i in text_chars + [len(spans)]:
-        low = i < len(spans) and float(rel[i]) < COMPRESSED_BELOW
+    # A run is contiguous in ``spans``: a chunk's separator / BOS (not in ``text_chars``) ends it,
+    # so no run straddles two chunks and counts the separator's increment as text.
+    runs: list[tuple[int, int, float]] = []
+    start: int | None = None
+    prev = -2
+    for i in [*text_chars, None]:
+        low = i is not None and float(rel[i]) < COMPRESSED_BELOW
+        if start is not None and (not low or i != prev + 1):
+            if prev + 1 - start >= 2:
+                runs.append((start, prev + 1, float(rel[start : prev + 1].mean())))
+            start = None
         if low and start is None:
             start = i
-        elif not low and start is not None:
-            if i - start >= 2:
-                runs.append((start, i, float(rel[start:i].mean())))
-            start = None
+        if i is not None:
+            prev = i
     runs.sort(key=lambda r: -(r[1] - r[0]) * (1 - r[2]))
     distinct: dict[str, tuple[int, int, float]] = {}  # a repeated word is listed once
     for run in runs:

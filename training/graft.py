@@ -47,9 +47,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lens_positions.atomic import atomic_open, write_json_atomic, write_text_atomic
+from lens_positions.atomic import atomic_open, output_problem, write_json_atomic, write_text_atomic
 from lens_positions.rotary_adapter import save_adapter
-from lens_positions.rotary_models import base_fingerprint, graft, load_hf, resolve_base
+from lens_positions.rotary_models import (
+    RotaryModelError,
+    base_fingerprint,
+    graft,
+    load_hf,
+    resolve_base,
+)
 from training import checkpointing
 from training.cards import format_duration, source_revision, utc_now
 from training.corpus import content_key
@@ -243,8 +249,19 @@ def save_state(out: Path, params: dict[str, Tensor], optimizer: Any, scheduler: 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     """Train (or resume) one graft; returns the card."""
-    torch.set_num_threads(args.threads)
     out = Path(args.out)
+    # Checked before any folder is made or any model loads: a bad flag costs nothing.
+    if args.threads < 1:
+        raise SystemExit(f"graft: --threads must be >= 1, got {args.threads}")
+    if problem := output_problem(out):
+        raise SystemExit(f"graft: --out {out}: {problem}")
+    if not Path(args.data).exists():
+        raise SystemExit(f"graft: --data {args.data}: no such file or folder")
+    try:
+        resolve_base(args.base)
+    except RotaryModelError as e:
+        raise SystemExit(f"graft: --base {args.base}: {e}") from None
+    torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m training.graft " + shlex.join(argv)
     ckpt = None

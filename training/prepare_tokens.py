@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
+from lens_positions.atomic import output_problem
 from training.corpus import prepare_tokens
 
 
@@ -40,12 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-bytes", type=int, help="stop after N text bytes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if problem := output_problem(args.out):
+        parser.error(f"--out {args.out}: {problem}")
     if args.manifest:
-        manifest = json.loads(Path(args.manifest).read_text(encoding="utf-8"))
+        try:
+            manifest = json.loads(Path(args.manifest).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            parser.error(f"--manifest {args.manifest}: cannot read it as JSON ({e})")
         args.spec = args.spec or manifest["train_spec"]
         args.ood_spec = args.ood_spec or manifest.get("ood_spec") or None
     if not args.spec:
         parser.error("give --spec or --manifest")
+    made = not Path(args.out).exists()  # a folder this call makes is removed again on error
     try:
         meta = prepare_tokens(
             args.spec,
@@ -58,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             ood_max_bytes_per_source=args.ood_max_bytes_per_source or None,
             progress=not args.quiet,
         )
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError, UnicodeDecodeError) as e:
+        if made:
+            shutil.rmtree(args.out, ignore_errors=True)
         print(f"error: {e}", file=sys.stderr)
         return 2
     for split_name in ("train", "val", "ood"):

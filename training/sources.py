@@ -155,6 +155,8 @@ def resolve_local_files(source: SourceSpec) -> list[str]:
     files = [f for f in files if Path(f).is_file()]
     if not files:
         raise FileNotFoundError(f"source {source.name!r}: no file matches {source.target!r}")
+    if all(Path(f).stat().st_size == 0 for f in files):
+        raise ValueError(f"source {source.name!r}: {source.target!r} is empty (no documents)")
     return files
 
 

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lens_positions import HookedIncrementTransformer
+from lens_positions.atomic import output_problem
 from lens_positions.checkpoints import save_pretrained
 from training import checkpointing, distributed
 from training.cards import CARD_JSON, build_card, render_card, utc_now
@@ -237,6 +238,9 @@ class _Run:
 
     def _prepare_out_dir(self) -> dict[str, Any] | None:
         """Check the output folder; return the checkpoint to resume from, if any."""
+        problem = output_problem(self.out_dir)
+        if problem:
+            raise ResumeError(f"--out {self.out_dir}: {problem}: choose another --out")
         has_ckpt = self.ckpt_path.is_file()
         if not self.options.resume:
             if has_ckpt or (self.final_dir / CARD_JSON).is_file():

@@ -1,30 +1,15 @@
-"""The huge-page hint of large CPU tensors: same tensors, and huge pages where the kernel allows."""
+"""The huge-page hint of large CPU tensors: accepted, and the same tensors with or without it."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from lens_positions import memory
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-
-
-def _huge_kib_at(address: int) -> int:
-    """AnonHugePages (kB) of the mapping of this process that holds ``address``."""
-    lines = Path("/proc/self/smaps").read_text().splitlines()
-    inside = False
-    for line in lines:
-        head = line.split()[0]
-        if "-" in head and all(c in "0123456789abcdef-" for c in head):
-            lo, hi = (int(v, 16) for v in head.split("-"))
-            inside = lo <= address < hi
-        elif inside and line.startswith("AnonHugePages:"):
-            return int(line.split()[1])
-    return 0
 
 
 def test_large_empty_is_torch_empty_with_the_asked_shape_and_dtype():
@@ -35,14 +20,23 @@ def test_large_empty_is_torch_empty_with_the_asked_shape_and_dtype():
         assert float(t.float().mean()) == 1.5
 
 
-@pytest.mark.skipif(
-    not sys.platform.startswith("linux") or not THP.is_file() or "[never]" in THP.read_text(),
-    reason="needs Linux with transparent huge pages in 'always' or 'madvise' mode",
-)
-def test_a_large_tensor_is_backed_by_huge_pages_once_written():
+def test_the_hint_is_accepted_and_changes_no_value():
+    """Whether the kernel then backs the block with 2 MiB pages depends on how fragmented memory
+    is, not on this code: that is measured by ``benchmarks.first_touch``, never asserted here.
+    What is asserted: the advice covers only the tensor's own aligned interior, is accepted
+    (or cleanly declined where there is no libc), and values are those of ``torch.empty``."""
     t = memory.large_empty((8 << 20,), torch.float32, "cpu")  # 32 MiB
-    t.fill_(0.0)
-    assert _huge_kib_at(t.data_ptr() + t.numel() * 2) >= 2048
+    accepted = memory.advise_huge_pages(t)
+    assert isinstance(accepted, bool)
+    if sys.platform.startswith("linux") and THP.is_file() and "[never]" not in THP.read_text():
+        assert accepted
+    t.copy_(torch.arange(t.numel(), dtype=torch.float32))
+    assert torch.equal(t[:5], torch.arange(5.0)) and float(t[-1]) == float(t.numel() - 1)
+
+
+def test_a_tensor_without_a_whole_aligned_huge_page_gets_no_advice():
+    t = torch.empty(1000)
+    assert memory.advise_huge_pages(t) is False
 
 
 def test_small_tensors_get_no_advice(monkeypatch):

@@ -251,8 +251,8 @@ def test_token_page_draws_in_headless_chromium(tmp_path):
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.goto(out.as_uri(), wait_until="load", timeout=20_000)
-        page.wait_for_function("document.getElementById('att-status').textContent === ''", timeout=20_000)
+        page.goto(out.as_uri(), wait_until="load", timeout=90_000)
+        page.wait_for_function("document.getElementById('att-status').textContent === ''", timeout=90_000)
         assert page.locator("#chars .c").count() == n_units and page.locator("#chars .cut").count() == 1
         first_chunk = sorted(result.starts)[1] - 1  # units of the first chunk (after its BOS)
         assert page.locator("#spaced text.ch").count() == 8 * first_chunk  # the 8 most varied layers

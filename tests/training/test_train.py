@@ -197,7 +197,7 @@ def test_resume_after_sigkill_gives_identical_weights(token_dir: Path, tmp_path:
     proc = subprocess.Popen(cli_args(token_dir, killed, *steps, "--debug-step-delay", "0.05"),
                             cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         while not (killed / checkpointing.CHECKPOINT_NAME).exists():
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "no checkpoint appeared"
@@ -309,7 +309,7 @@ def test_two_process_ddp_trains_one_model(token_dir: Path, tmp_path: Path):
     ddp = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          *cli_args(token_dir, tmp_path / "ddp", *settings)[1:]],
-        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=180,
+        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     records = read_metrics(tmp_path / "ddp")
