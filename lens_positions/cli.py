@@ -71,6 +71,10 @@ def _print(text: str) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+#: A report page larger than this gets a warning (browsers open it slowly).
+PAGE_WARN_BYTES = 20_000_000
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     import torch
 
@@ -125,6 +129,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = None
     if args.out:
         page = build_report(model, result, str(args.model), attention=packer.blobs if packer else None)
+        if len(page) > PAGE_WARN_BYTES:
+            print(f"warning: the page is {len(page) / 1e6:.0f} MB, slow to open in a browser; "
+                  + ("--no-attention leaves the attention views out, or "
+                     if packer else "")
+                  + "report a shorter text", file=sys.stderr)
         path = write_report(page, args.out)
     _print(f"model {args.model} ({variant_label(model)}, {model.cfg.n_layers} layers)\n" + terminal_summary(result))
     if path is not None:

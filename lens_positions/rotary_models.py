@@ -232,6 +232,16 @@ class IncrementGraft:
         self.cfg = increment_config(hf_model, increments, per_head, d_delta)
         self.shared_delta: Tensor | None = None
         self.handles: list[Any] = []
+        self.d_vocab = int(hf_model.get_input_embeddings().num_embeddings)
+        # The bridge's run_with_cache / run_with_hooks call ``self.forward`` directly, past any
+        # forward pre-hook: the input check wraps ``forward`` itself (an instance attribute).
+        class_forward = type(bridge).forward
+
+        def checked_forward(*args: Any, **kwargs: Any) -> Any:
+            self._check_input(args, kwargs)
+            return class_forward(bridge, *args, **kwargs)
+
+        object.__setattr__(bridge, "forward", checked_forward)
         if increments == "shared":
             bridge.delta_mlp = DeltaMLP(self.cfg, per_layer=False)
             self.handles.append(bridge.embed.register_forward_hook(self._embed_hook))
@@ -247,6 +257,23 @@ class IncrementGraft:
         bridge.clear_hook_registry()
         bridge._initialize_hook_registry()
         self.bridge_ref = [bridge]  # a list, so the graft does not register as a submodule
+
+    def _check_input(self, args: tuple, kwargs: dict) -> None:
+        """Token tensors handed to the bridge are checked as the byte model checks its own: a
+        clear error instead of an index error deep in the embedding or a shape error in a matmul."""
+        tokens = args[0] if args else kwargs.get("input")
+        if not isinstance(tokens, Tensor) or kwargs.get("start_at_layer") is not None:
+            return  # text (the bridge's tokenizer makes the ids), or a residual to start from
+        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
+            raise TypeError(f"tokens must be integer ids, got dtype {tokens.dtype}")
+        if tokens.ndim not in (1, 2):
+            raise ValueError(f"tokens must be [batch, pos] or [pos], got shape {tuple(tokens.shape)}")
+        if tokens.numel() == 0 or tokens.shape[-1] == 0:
+            raise ValueError("empty input: tokens have no positions")
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= self.d_vocab:
+            bad = low if low < 0 else high
+            raise ValueError(f"token id {bad} is out of range: ids must lie in [0, {self.d_vocab})")
 
     def _embed_hook(self, module: nn.Module, args: Any, output: Tensor) -> None:
         self.shared_delta = self.bridge_ref[0].delta_mlp(output)
@@ -291,6 +318,7 @@ class IncrementGraft:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+        self.bridge_ref[0].__dict__.pop("forward", None)  # the input check
 
 
 # ------------------------------------------------------------------------------ public entry

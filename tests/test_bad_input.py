@@ -218,3 +218,27 @@ def test_a_compressed_run_never_straddles_a_chunk_separator():
     s = _summarize_layer(0, "L0", torch.ones(5), rel, spans, [1, 2, 4, 5, 6])
     assert sorted((a, b) for a, b, _ in s.compressed) == [(1, 3), (4, 6)]
     assert all(abs(m - low) < 1e-6 for _, _, m in s.compressed)
+
+
+# ----------------------------------------------------------------------------- bridge input
+@pytest.fixture(scope="module")
+def bridge(tmp_path_factory):
+    from lens_positions.rotary_models import load_rotary_model, save_tiny_llama
+
+    folder = save_tiny_llama(tmp_path_factory.mktemp("bridge") / "m")
+    return load_rotary_model(str(folder), increments="per_layer")
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda v: torch.tensor([[1, v + 5]]), ValueError, "out of range"),
+    (lambda v: torch.tensor([[1, -3]]), ValueError, "token id -3 is out of range"),
+    (lambda v: torch.tensor([[1.0, 2.0]]), TypeError, "integer ids"),
+    (lambda v: torch.ones(1, 2, 3, dtype=torch.long), ValueError, r"\[batch, pos\]"),
+    (lambda v: torch.zeros(1, 0, dtype=torch.long), ValueError, "empty input"),
+], ids=["too-large", "negative", "float", "3-D", "empty"])
+def test_a_bridge_checks_its_tokens_like_the_byte_model(bridge, make, error, message):
+    bad = make(bridge.cfg.d_vocab)
+    for call in (bridge, bridge.run_with_cache, lambda t: bridge.run_with_hooks(t, fwd_hooks=[])):
+        with pytest.raises(error, match=message):
+            call(bad)
+    assert bridge(torch.tensor([[1, 2, 3]])).shape[:2] == (1, 3)
