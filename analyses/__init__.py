@@ -19,17 +19,21 @@ to the shipped default model and texts to the held-out sample shipped with the p
 - `analyses.learned_axis_attention`: attention measured and drawn on the learned axis.
 - `analyses.token_increments`: δ per token category and the word-start AUC on a pretrained rotary
   model with grafted increments (``--model`` defaults to the shipped ``smollm2-135m-per-layer``
-  adapter, texts to the English held-out sample); `analyses.word_index_probes` hands such models
-  to `analyses._word_index_bpe`, the probes' BPE protocol; `analyses.entities` and
-  `analyses.head_rates` hand them to `analyses._entities_bpe` and `analyses._head_rates_bpe`
-  (token level), `analyses.byte_increments` and `analyses.word_boundaries` to
-  `analyses.token_increments`.
+  adapter, texts to the English held-out sample); `analyses.byte_increments` and
+  `analyses.word_boundaries` hand such models to it.
 - `analyses.variants`: trained runs of the signed and two-axis variants against their base
   (losses incl. out-of-domain, which bytes go negative, boundary AUCs), from run folders.
 - `analyses.results`: all of the above on the shipped models, in one document (RESULTS.md).
 
-Shared helpers (models, texts, windows, batched runs, results, commands) live in
-`analyses._common`; the word list of the probes in `analyses._wordlist`.
+Every analysis is written once for every kind of model: it asks
+`lens_positions.subject.subject_of(model)` for the model's unit (byte or token), start and pad ids,
+layers, hook names and label, and branches on the unit where a protocol truly differs (a grafted
+bridge has one δ per layer and BPE tokens). Shared helpers (texts, windows, batched runs,
+results, commands) live in `analyses._common`, token windows in `analyses._tokens`; shared
+measurements and lists in `analyses._look_back` (attention look-back), `analyses._entity_list`,
+`analyses._interventions` and `analyses._entity_patching` (the two parts of position patching),
+`analyses._residual_parts`, `analyses._probe_fits` and `analyses._word_index_data` (the
+word-index probes), `analyses._wordlist`.
 """
 
 #: The analysis modules, each with ``Params``, ``build_parser``, ``run`` and ``main``.

@@ -57,6 +57,7 @@ from lens_positions.plots import delta_rows
 from lens_positions.rotary_models import RotaryModelError, rotary_model_names
 from lens_positions.runs import DEFAULT_MODEL
 from lens_positions.samples import in_held_out, is_cjk, sample_files
+from lens_positions.subject import WINDOW_BYTES, Window, byte_char_windows, subject_of
 from lens_positions.tables import markdown_table
 
 __all__ = [
@@ -99,8 +100,6 @@ __all__ = [
 Hook = tuple[Any, Callable[..., Any]]
 HookSpec = Sequence[Hook] | Callable[[Tensor], Sequence[Hook]] | None
 
-#: The published models used 512-byte windows; analyses never use longer ones.
-MAX_WINDOW = 512
 
 
 # ---------------------------------------------------------------------------------------- models
@@ -254,48 +253,17 @@ def read_text_files(
     return [doc for group in itertools.zip_longest(*per_file) for doc in group if doc is not None]
 
 
-@dataclass(frozen=True)
-class Window:
-    """A character-aligned piece of a document, as the model sees it.
-
-    tokens: separator + the UTF-8 bytes of ``doc[start:end]`` (at most the window limit).
-    char_tokens: for each character ``doc[start + j]``, the token index of its first byte.
-    """
-
-    doc: int
-    start: int
-    end: int
-    tokens: list[int]
-    char_tokens: list[int]
-
-
 def window_limit(model: HookedIncrementTransformer, max_tokens: int | None = None) -> int:
-    """Window size in tokens, separator included: ``min(n_ctx, 512)`` unless told otherwise."""
-    limit = min(model.cfg.n_ctx, MAX_WINDOW) if max_tokens is None else max_tokens
-    if limit > model.cfg.n_ctx:
-        raise ValueError(f"windows of {limit} tokens exceed the context (n_ctx={model.cfg.n_ctx})")
-    if limit < 5:
-        raise ValueError(f"windows of {limit} tokens leave no room for a 4-byte character")
-    return limit
+    """Window size in units, start included: ``min(n_ctx, 512)`` unless told otherwise
+    (`lens_positions.subject.Subject.window_limit`)."""
+    return subject_of(model).window_limit(max_tokens)
 
 
 def char_windows(text: str, max_tokens: int, doc: int = 0) -> list[Window]:
-    """Cut a document into consecutive windows of at most ``max_tokens`` tokens (separator
-    included), only between characters, so that no character is split across windows."""
-    windows: list[Window] = []
-    start = 0
-    tokens: list[int] = [SEPARATOR_ID]
-    char_tokens: list[int] = []
-    for i, ch in enumerate(text):
-        b = ch.encode("utf-8")
-        if len(tokens) + len(b) > max_tokens and char_tokens:
-            windows.append(Window(doc, start, i, tokens, char_tokens))
-            start, tokens, char_tokens = i, [SEPARATOR_ID], []
-        char_tokens.append(len(tokens))
-        tokens.extend(b)
-    if char_tokens:
-        windows.append(Window(doc, start, len(text), tokens, char_tokens))
-    return windows
+    """Cut a document into consecutive byte windows of at most ``max_tokens`` tokens (separator
+    included), only between characters, so that no character is split across windows (a byte
+    model's `lens_positions.subject.Subject.windows`)."""
+    return byte_char_windows(text, max_tokens, doc)
 
 
 def byte_windows(
@@ -335,7 +303,7 @@ def run_batches(
     right-padded batches.
 
     Sequences are grouped by length (longest first) so that padding stays small; padding uses the
-    separator (a rotary bridge: its tokenizer's pad id, `analyses._tokens.pad_id`) and, the model
+    separator (a rotary bridge: its tokenizer's pad id, `lens_positions.subject.Subject.pad_id`) and, the model
     being causal, never changes the activations of real positions.
 
     capture: hook names whose activations to return (detached, on the CPU).
@@ -347,11 +315,9 @@ def run_batches(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    from analyses._tokens import is_token_model, pad_id
-
     order = sorted(range(len(token_lists)), key=lambda i: -len(token_lists[i]))
     device = model.W_E.device
-    pad = pad_id(model) if is_token_model(model) else SEPARATOR_ID
+    pad = subject_of(model).pad_id
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc=desc, disable=not progress, leave=False):
         tokens, lengths = pad_batch([token_lists[i] for i in idx], device, pad)
@@ -520,7 +486,7 @@ def text_windows(
     max_windows: int,
     max_docs: int | None = None,
     held_out: float | None = None,
-    default_bytes: int = 255,
+    default_bytes: int = WINDOW_BYTES,
 ) -> list[list[int]]:
     """Equal-length byte windows (`byte_windows`) of the documents of some files.
 
@@ -552,10 +518,8 @@ def model_from_args(args: argparse.Namespace) -> HookedIncrementTransformer:
     torch.set_num_threads(max(1, args.threads))
     model = load_model(args.model, device=args.device)
     cfg = model.cfg
-    # a rotary bridge's TransformerLens config has no variant name; its graft names the variant
-    variant = getattr(cfg, "variant_name", None) or getattr(model, "increments", "?")
     print(
-        f"model {args.model}: {variant}, {cfg.n_layers} layers x {cfg.n_heads} heads, "
+        f"model {args.model}: {subject_of(model).label}, {cfg.n_layers} layers x {cfg.n_heads} heads, "
         f"d_model {cfg.d_model}, n_ctx {cfg.n_ctx}",
         file=sys.stderr,
     )

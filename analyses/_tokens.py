@@ -3,8 +3,8 @@
 The byte models of `lens_positions` see one token per UTF-8 byte after a separator; a pretrained
 rotary model opened by `lens_positions.load_rotary_model` (a TransformerLens bridge with grafted
 increments, e.g. ``smollm2-135m-per-layer``) sees its own BPE tokens after a BOS token. Analyses
-that make sense at the token level ask `is_token_model` which kind they were given and take their
-windows, padding and token texts from here, so that one fact (the BOS, the pad id, how documents
+that make sense at the token level ask `lens_positions.subject.subject_of` which kind they were
+given and take their windows, padding and token texts from here, so that one fact (the BOS, the pad id, how documents
 are joined) lives in one place:
 
 - `token_windows`: consecutive windows of ``n_tokens`` tokens of the concatenated documents
@@ -33,7 +33,8 @@ from torch import nn
 
 from analyses._common import InputError, read_text_files
 from lens_positions.samples import sample_file
-from lens_positions.token_units import bos_id, encode, is_token_model
+from lens_positions.subject import WINDOW_TOKENS, subject_of
+from lens_positions.token_units import bos_id, encode
 
 __all__ = [
     "WINDOW_TOKENS",
@@ -42,7 +43,6 @@ __all__ = [
     "document_windows",
     "encode",
     "held_out_windows",
-    "is_token_model",
     "model_name",
     "pad_id",
     "token_texts",
@@ -50,17 +50,11 @@ __all__ = [
     "variant_label",
 ]
 
-#: Tokens per window after the BOS, the default of the token-level analyses' ``--window-tokens``.
-WINDOW_TOKENS = 128
 
 
 def pad_id(model: nn.Module) -> int:
-    """The id right-padding uses (the model is causal: padding never changes real positions)."""
-    tok = model.tokenizer
-    for value in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id):
-        if value is not None:
-            return int(value)
-    return 0
+    """The id right-padding uses (`lens_positions.subject.Subject.pad_id`)."""
+    return subject_of(model).pad_id
 
 
 def token_texts(model: nn.Module, ids: Sequence[int]) -> list[str]:
@@ -70,14 +64,13 @@ def token_texts(model: nn.Module, ids: Sequence[int]) -> list[str]:
 
 
 def model_name(model: nn.Module) -> str:
-    """The canonical name of a bridge's base (``smollm2-135m``) or its class name."""
-    spec = getattr(model, "base_spec", None)
-    return getattr(spec, "name", None) or type(model).__name__
+    """The canonical name of a bridge's base (``smollm2-135m``; `Subject.name`)."""
+    return subject_of(model).name
 
 
 def variant_label(model: nn.Module) -> str:
-    """``"smollm2-135m per_layer"``: the base's name and the graft's variant, for report titles."""
-    return f"{model_name(model)} {model.increments}"
+    """``"smollm2-135m per_layer"``: the base's name and the graft's variant (`Subject.label`)."""
+    return subject_of(model).label
 
 
 def add_window_tokens_arg(parser: argparse.ArgumentParser) -> None:

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float, Int
 
-from analyses import _common, _tokens, token_increments
+from analyses import _common, token_increments
 from analyses._common import (
     HookSpec,
     Result,
@@ -49,6 +49,7 @@ from analyses._common import (
     window_limit,
 )
 from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
+from lens_positions.subject import subject_of
 
 #: Byte categories of §3.1, in the order of the published table.
 BYTE_CATEGORIES: dict[str, list[int]] = {
@@ -267,7 +268,7 @@ def plot_byte_increments(table: pd.DataFrame, title: str = ""):
                 mean,
                 width,
                 label=label,
-                yerr=np.nan_to_num(err),
+                yerr=np.clip(np.nan_to_num(err), 0, None),  # float error can put the mean past a bound
                 capsize=1.5,
                 error_kw={"lw": 0.6},
             )
@@ -321,14 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
 def run(model: HookedIncrementTransformer, params: Params) -> Result:
     """`byte_increment_table` over the files' documents; table byte_increments and its figure.
 
-    A pretrained rotary bridge (`analyses._tokens.is_token_model`) has BPE tokens, not bytes: it
+    A pretrained rotary bridge (unit "token", `lens_positions.subject`) has BPE tokens, not bytes: it
     is handed over to `analyses.token_increments` (δ per token category) over the same documents
     (``--max-tokens``: tokens per window after BOS, default 256); identity rows, which need a
     byte vocabulary, and ``--per-head`` (bridges have one δ per layer) have no counterpart there.
     """
     p = params
     files = _common.default_text_files() if p.text_file is None else p.text_file
-    if _tokens.is_token_model(model):
+    if subject_of(model).unit == "token":
         if p.per_head or not files:
             raise _common.InputError(
                 "a pretrained rotary model has BPE tokens and one δ per layer: byte-identity rows "
@@ -348,7 +349,7 @@ def run(model: HookedIncrementTransformer, params: Params) -> Result:
     )  # fmt: skip
     if table.empty:
         raise _common.InputError("nothing to report: give --text-file or drop --no-identity")
-    variant = model.cfg.variant_name
+    variant = subject_of(model).label
     lines = [
         f"# δ per byte category — {variant}"
         + (" (head = mean: δ averaged over heads)" if model.cfg.per_head else "") + "\n"

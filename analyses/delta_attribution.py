@@ -29,8 +29,12 @@ For the shared variant the increment MLP reads the embedding alone (softplus, no
 Per-head models: every output head's δ-logit is attributed separately (``out_head``); printed tables
 average over output heads.
 
-Pretrained rotary grafts (``--model smollm2-135m-per-layer``): token windows, and each earlier
-layer's whole attention output as one part (`analyses._delta_attribution_bpe`).
+Grafted bridges (``--model smollm2-135m-per-layer``; `DeltaMLP` with its RMSNorm, as the byte
+models): windows of BOS + ``--window-tokens`` tokens of the English held-out sample unless
+``--text-file``, the BOS left out of every statistic (its δ shifts every later position alike and
+RoPE never sees it), each earlier layer's whole attention output as one part
+(`analyses._residual_parts`), and a check that the parts add up to the δ MLP's input. The base
+model (δ = 1) has nothing to attribute.
 
 Command::
 
@@ -63,27 +67,32 @@ from analyses._common import (
     resolve_hooks,
     text_windows,
 )
-from analyses._tokens import is_token_model
-from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
-
+from analyses._residual_parts import part_names, residual_parts, residual_sum_check
+from lens_positions import HookedIncrementTransformer
+from lens_positions.subject import Subject, subject_of
 
 # ---------------------------------------------------------------------------------------- δ-logits
-def increment_mlp_prefix(model: HookedIncrementTransformer, layer: int | None) -> str:
+NO_DELTA_MLP = ("the base model (increments='none') has δ = 1 at every token and no δ MLP: there is "
+                "nothing to attribute (load a graft, e.g. smollm2-135m-per-layer)")
+
+
+def increment_mlp_prefix(model: HookedIncrementTransformer | Subject, layer: int | None) -> str:
     """Hook-name prefix of the increment MLP feeding ``layer`` (None or any layer for shared).
 
     Raises ValueError for models without an increment MLP (``none``, frozen tables).
     """
-    if is_token_model(model):
-        return _bpe().increment_mlp_prefix(model, layer)
-    cfg = model.cfg
-    if cfg.frozen_deltas:
+    s = subject_of(model)
+    if s.unit == "byte" and s.model.cfg.frozen_deltas:
         raise ValueError("frozen-δ models look δ up in a per-byte table: there is no increment MLP to attribute")
-    if cfg.increments == "none":
+    if s.increments == "none":
+        if s.unit == "token":
+            raise ValueError(NO_DELTA_MLP)
         raise ValueError("integer-RoPE models (increments='none') have δ = 1: there is nothing to attribute")
-    if cfg.increments == "shared":
+    if s.increments == "shared":
         return "delta_mlp"
-    if layer is None or not 0 <= layer < cfg.n_layers:
-        raise ValueError(f"per-layer models need a layer in [0, {cfg.n_layers}), got {layer}")
+    if layer is None or not 0 <= layer < s.n_layers:
+        what = "grafts" if s.unit == "token" else "models"
+        raise ValueError(f"per-layer {what} need a layer in [0, {s.n_layers}), got {layer}")
     return f"blocks.{layer}.delta_mlp"
 
 
@@ -169,43 +178,6 @@ class DeltaAttribution:
     random_same_norm: Float[Tensor, "n_parts batch pos n_out"]
 
     METRICS = ("grad_x_input", "grad_x_input_frozen", "grad_x_centered", "zero_ablation", "mean_ablation", "random_same_norm")
-
-
-def _bpe():
-    """The token-level helpers (imported late: that module imports this one)."""
-    from analyses import _delta_attribution_bpe
-
-    return _delta_attribution_bpe
-
-
-def part_names(model: HookedIncrementTransformer, layer: int) -> list[str]:
-    """The hooks `residual_parts` reads for the residual entering ``layer``."""
-    if is_token_model(model):
-        return _bpe().part_names(layer)
-    # stack_head_results computes every layer's head outputs, so it needs every layer's z
-    names = ["hook_embed"] + [f"blocks.{i}.attn.hook_z" for i in range(model.cfg.n_layers)]
-    return names + [f"blocks.{i}.hook_mlp_out" for i in range(layer)]
-
-
-def residual_parts(
-    cache, model: HookedIncrementTransformer, layer: int
-) -> tuple[Float[Tensor, "n_parts batch pos d_model"], list[str]]:
-    """The parts of the residual stream entering ``layer``: embedding, each earlier head, each
-    earlier MLP (from an ActivationCache holding hook_embed, attn.hook_z and hook_mlp_out); on a
-    pretrained rotary bridge each earlier layer's whole attention output instead of its heads."""
-    if is_token_model(model):
-        return _bpe().residual_parts(cache, layer)
-    parts = [cache["hook_embed"][None]]
-    labels = ["embed"]
-    if layer > 0:
-        heads, head_labels = cache.stack_head_results(layer=layer, return_labels=True)
-        H = model.cfg.n_heads
-        for i in range(layer):
-            parts.append(heads[i * H : (i + 1) * H])
-            labels.extend(head_labels[i * H : (i + 1) * H])
-            parts.append(cache[f"blocks.{i}.hook_mlp_out"][None])
-            labels.append(f"L{i}MLP")
-    return torch.cat(parts), labels
 
 
 def attribute_batch(
@@ -395,7 +367,7 @@ def delta_attribution(
 
 def _pad_id(model: HookedIncrementTransformer) -> int:
     """The token right-padding uses: the separator, or a bridge's pad id."""
-    return _tokens.pad_id(model) if is_token_model(model) else SEPARATOR_ID
+    return subject_of(model).pad_id
 
 
 def _real_mask(tokens: Tensor, lengths: Tensor, skip_first: int = 0) -> Bool[Tensor, "batch pos"]:
@@ -498,41 +470,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(model: HookedIncrementTransformer, params: Params) -> Result:
-    """`delta_attribution` over byte windows: tables parts and checks, the attribution figure
-    (an empty Result saying so for models without an increment MLP). A pretrained rotary bridge
-    runs on token windows (`analyses._delta_attribution_bpe`)."""
-    if is_token_model(model):
-        return _bpe().run(model, params)
+def run(model: HookedIncrementTransformer | Subject, params: Params) -> Result:
+    """`delta_attribution` over windows of held-out text: tables parts and checks (a bridge: and
+    residual_sum), the attribution figure; a Result saying so for models without an increment
+    MLP."""
     p = params
-    variant = model.cfg.variant_name
+    s = subject_of(model)
+    model = s.model
     try:
-        increment_mlp_prefix(model, 0)
+        increment_mlp_prefix(s, 0)
     except ValueError as e:
-        return Result(f"## δ attribution ({variant})\n\nNothing to attribute: {e}.", facts={"variant": variant})
-    windows = text_windows(model, p.text_file, p.window_bytes, p.max_windows, p.max_docs, p.held_out)
-    summary = delta_attribution(model, windows, p.layers, batch_size=p.batch_size, seed=p.seed, progress=p.progress)
-    heads = model.cfg.n_delta_outputs > 1
-    markdown = "\n".join([
-        f"## δ attribution ({variant}; {len(windows)} windows of {len(windows[0]) - 1} bytes)\n",
-        "Checks per layer" + (" and output head" if heads else "") + ": `completeness_err` = max |Σ_parts g·c − g·x| "
-        "(0 up to float error); `mean_abs_g_dot_x` ≈ 0 for per-layer models because the increment MLP's "
-        "RMSNorm is scale-invariant (compare `mean_abs_raw`); `r_*` = Pearson correlation of the linear attribution with the ablation it "
-        "predicts; `gxi_over_random` = mean |g·c| over mean |g·r| for random r of the same norm (baseline 1). "
-        "Where the norm's input is a single part (per-layer L0: the embedding), g·c = g·x ≈ 0 by construction: "
-        "read the frozen-scale attribution there.\n",
+        facts = {"variant": s.label, "unit": s.unit}
+        if s.unit == "token":
+            facts["increments"] = s.increments
+        return Result(f"## δ attribution ({s.label})\n\nNothing to attribute: {e}.", facts=facts)
+    if s.unit == "token":
+        windows, source = _tokens.held_out_windows(model, p)
+        what = f"{len(windows)} windows of {p.window_tokens} tokens of {source}, BOS left out"
+        summary = delta_attribution(model, windows, p.layers, batch_size=p.batch_size, seed=p.seed,
+                                    progress=p.progress, skip_first=1)
+    else:
+        windows = text_windows(model, p.text_file, p.window_bytes, p.max_windows, p.max_docs, p.held_out)
+        what = f"{len(windows)} windows of {len(windows[0]) - 1} bytes"
+        summary = delta_attribution(model, windows, p.layers, batch_size=p.batch_size, seed=p.seed, progress=p.progress)
+    heads = s.delta_heads > 1
+    if s.unit == "token":
+        parts_note = ("Parts: `embed`, then per earlier layer its attention output `L{i}ATTN` and MLP output "
+                      "`L{i}MLP` (TransformerLens's hook_embed, hook_attn_out, hook_mlp_out). ")
+    else:
+        parts_note = ""
+    markdown = [
+        f"## δ attribution ({s.label}; {what})\n",
+        parts_note + "Checks per layer" + (" and output head" if heads else "") + ": `completeness_err` = "
+        "max |Σ_parts g·c − g·x| (0 up to float error); `mean_abs_g_dot_x` ≈ 0 for per-layer models because the "
+        "increment MLP's RMSNorm is scale-invariant (compare `mean_abs_raw`); `r_*` = Pearson correlation of the "
+        "linear attribution with the ablation it predicts; `gxi_over_random` = mean |g·c| over mean |g·r| for "
+        "random r of the same norm (baseline 1). Where the norm's input is a single part (per-layer L0: the "
+        "embedding), g·c = g·x ≈ 0 by construction: read the frozen-scale attribution there.\n",
         markdown_table(summary.checks, formats={"completeness_err": ".1e"}),
+    ]
+    tables = {"parts": summary.parts, "checks": summary.checks}
+    facts = {"variant": s.label, "unit": s.unit, "n_layers": s.n_layers, "windows": len(windows),
+             "window_units": len(windows[0]) - 1}
+    if s.unit == "token":
+        sums = residual_sum_check(model, torch.tensor(windows[: p.batch_size]))
+        tables["residual_sum"] = sums
+        facts.update({"window_tokens": p.window_tokens, "max_rel_residual_err": float(np.max(sums.rel_err))})
+        markdown += [
+            "\n### The parts add up to the δ MLP's input (max |Σ parts − resid_pre| on the first batch)\n",
+            f"Largest relative error over layers: {sums.rel_err.max():.1e} (max |resid_pre| {sums.max_abs_resid.max():.0f}).\n",
+        ]
+    else:
+        facts["window_bytes"] = len(windows[0]) - 1
+    markdown += [
         f"\n### Top {p.top} parts per layer by mean |gradient × input| (δ-logit units"
         + ("; averaged over output heads" if heads else "") + ")\n",
         markdown_table(layer_table(summary, p.top)),
-    ])  # fmt: skip
+    ]
     return Result(
-        markdown,
-        tables={"parts": summary.parts, "checks": summary.checks},
-        figures={"attribution": plot_attribution(summary, f"δ attribution: {variant}")},
-        facts={"variant": variant, "n_layers": model.cfg.n_layers, "windows": len(windows),
-               "window_bytes": len(windows[0]) - 1},
-    )  # fmt: skip
+        "\n".join(markdown),
+        tables=tables,
+        figures={"attribution": plot_attribution(summary, f"δ attribution: {s.label}")},
+        facts=facts,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> Result:

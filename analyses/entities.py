@@ -24,22 +24,54 @@ grouped. Three conditions separate these readings:
 
 Per-head models: ``head = "mean"`` rows average δ over heads; ``per_head=True`` adds each head.
 
-Pretrained rotary bridges (``--model smollm2-135m`` or ``smollm2-135m-per-layer``): ``run``
-hands them to `analyses._entities_bpe`, the same pairs, carriers, controls and statistics at the
-token level: δ at the second word's first token (``" York"``), located by the tokenizer's
-character offsets in the whole prompt.
+**Grafted bridges** (``--model smollm2-135m`` or ``smollm2-135m-per-layer``) read BPE tokens, so
+the unit branch of `entity_analysis` measures the same pairs, carriers, controls and statistics at
+the token level, δ at the second word's first token (``" York"``):
+
+- every prompt ``carrier.format(a=first, b=second)`` is tokenised whole (BOS first), and the
+  target is found by the tokenizer's character offsets: the token that holds the space before the
+  second word. In GPT-2-style byte-level BPE (SmolLM2) the pre-tokenizer keeps a word's leading
+  space with it, so that is the second word's first token (``" York"`` of ``"New York"``; of a
+  second word split into several tokens, the first). δ there (``blocks.{l}.hook_delta``) is the
+  gap that token's position opens after the last token of the first word: the byte version's δ
+  at the space, read at the token level;
+- BPE does not see the two orders alike: a word takes different tokens at the start of a prompt
+  and after a space (``"Galilei"`` may be one token where ``" Galilei"`` is ``" Galile" "i"``),
+  so the two orders may have different token counts and the target sits at different indices. δ is a per-token
+  gap, so real and reversed are compared by δ, never by position. Each pair records the target
+  token's text and how many tokens the second word took, in both orders;
+- at the token level L0 is not identical by construction (in the byte version the space is the
+  same byte in both orders): the target is ``" York"`` in one order and ``" New"`` in the other,
+  and L0's δ reads the token's own embedding. So a third order separates the token's identity
+  from its context: ``other first word``, the pair's second word after the *next* pair's first
+  word (``"Hong York"``), the same target token as the real order in a context that does not
+  predict it; ``other − real`` is a pure context effect (exactly 0 at L0, whose δ reads the
+  token alone);
+- a target token that also covers characters *before* the space (a tokenizer that merges across
+  it) has no token boundary at the space: such a pair is counted as ``merged`` and left out of the
+  statistics (none for SmolLM2, whose pre-tokenizer never merges across a space).
+
+Per condition and layer: mean δ in each order over pairs (each pair averaged over the carriers),
+the percentage of pairs whose real order has the strictly smaller δ, and the two-sided Wilcoxon
+signed-rank p (`analyses.entities.wilcoxon_p`). On the base model (``smollm2-135m``, δ = 1 at every
+token) every difference is 0: the table says so and gives p = 1 by that convention.
+
+Per condition and layer (token level): mean δ in each order over pairs (each pair averaged over
+the carriers), the percentage of pairs whose real order has the strictly smaller δ, and the
+two-sided Wilcoxon signed-rank p. On the base model (``smollm2-135m``, δ = 1 at every token) every
+difference is 0: the table says so and gives p = 1 by that convention. The lists live in
+`analyses._entity_list`.
 
 Command::
 
     python -m analyses.entities --out out/entities
     python -m analyses.entities --model bilingual-per-layer --pairs my_pairs.txt   # "a b" per line
-    python -m analyses.entities --model smollm2-135m-per-layer --out out/entities_bpe
+    python -m analyses.entities --model smollm2-135m-per-layer --out out/entities_tokens
 """
 
 from __future__ import annotations
 
 import argparse
-import random
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,156 +81,24 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 from scipy.stats import wilcoxon
+from torch import nn
 
 from analyses import _common
-from analyses._common import HookSpec, Result, delta_rows, head_axis, run_batches
+from analyses._common import HookSpec, InputError, Result, delta_rows, head_axis, run_batches
+from analyses._entity_list import (  # noqa: F401 - re-exported: the lists belong to this analysis too
+    BIGRAMS,
+    CARRIERS,
+    ENTITIES,
+    PATCHING_ENTITIES,
+    Pair,
+    default_conditions,
+    nonce_pairs,
+    nonce_word,
+    read_pairs,
+)
 from lens_positions import HookedIncrementTransformer
+from lens_positions.subject import Subject, subject_of, tokenizer_start_id
 from lens_positions.tokenizer import encode
-
-Pair = tuple[str, str]
-
-#: The published carriers (§3.4).
-CARRIERS: tuple[str, ...] = (
-    "{a} {b}",
-    "the {a} {b}",
-    "I visited {a} {b}",
-    "near {a} {b}",
-    "they went to {a} {b}",
-)
-
-#: Two-word named entities, no word shared between two pairs (our own list).
-ENTITIES: tuple[Pair, ...] = (
-    ("New", "York"), ("Hong", "Kong"), ("Los", "Angeles"), ("San", "Francisco"),
-    ("Buenos", "Aires"), ("Tel", "Aviv"), ("Las", "Vegas"), ("Sri", "Lanka"),
-    ("Costa", "Rica"), ("Puerto", "Rico"), ("Saudi", "Arabia"), ("Sierra", "Leone"),
-    ("Cape", "Town"), ("Kuala", "Lumpur"), ("Abu", "Dhabi"), ("Monte", "Carlo"),
-    ("Forbidden", "City"), ("Marie", "Curie"), ("Albert", "Einstein"), ("Isaac", "Newton"),
-    ("Charles", "Darwin"), ("William", "Shakespeare"), ("Abraham", "Lincoln"),
-    ("Winston", "Churchill"), ("Nelson", "Mandela"), ("Pablo", "Picasso"), ("Jane", "Austen"),
-    ("Charlie", "Chaplin"), ("Galileo", "Galilei"), ("Karl", "Marx"), ("Sigmund", "Freud"),
-    ("Alan", "Turing"), ("Nikola", "Tesla"), ("Julius", "Caesar"), ("Bruce", "Lee"),
-    ("Red", "Cross"), ("World", "Bank"), ("Supreme", "Court"), ("White", "House"),
-    ("Wall", "Street"), ("Silicon", "Valley"), ("Federal", "Reserve"), ("Royal", "Navy"),
-    ("General", "Motors"), ("Pacific", "Ocean"), ("Mount", "Everest"), ("Niagara", "Falls"),
-    ("Sahara", "Desert"), ("Yellow", "River"), ("Mediterranean", "Sea"), ("Rocky", "Mountains"),
-    ("Grand", "Canyon"), ("Persian", "Gulf"), ("Milky", "Way"), ("Solar", "System"),
-    ("Arctic", "Circle"), ("Cold", "War"), ("Big", "Bang"), ("Black", "Death"),
-    ("Middle", "Ages"), ("Industrial", "Revolution"), ("Olympic", "Games"),
-    ("Great", "Depression"), ("Harry", "Potter"), ("Star", "Trek"), ("Pearl", "Harbor"),
-    ("Times", "Square"), ("Eiffel", "Tower"), ("Easter", "Island"), ("Iron", "Curtain"),
-)  # fmt: skip
-
-#: The entities of `analyses.position_patching` (written for it before `ENTITIES`, whose 70 pairs
-#: share no word between pairs; the post used 79 such pairs). Kept as they are: the committed
-#: results/ tables were measured on them.
-PATCHING_ENTITIES: tuple[tuple[str, str], ...] = (
-    ("New", "York"), ("Hong", "Kong"), ("Cold", "War"), ("Marie", "Curie"), ("Pacific", "Ocean"),
-    ("Los", "Angeles"), ("San", "Francisco"), ("United", "Kingdom"), ("Middle", "East"),
-    ("Prime", "Minister"), ("Red", "Cross"), ("Silicon", "Valley"), ("Wall", "Street"),
-    ("Mount", "Everest"), ("Nobel", "Prize"), ("Albert", "Einstein"), ("Isaac", "Newton"),
-    ("Great", "Wall"), ("Black", "Sea"), ("North", "Pole"), ("South", "Africa"),
-    ("Buenos", "Aires"), ("Sri", "Lanka"), ("Costa", "Rica"), ("Puerto", "Rico"),
-    ("Saudi", "Arabia"), ("New", "Zealand"), ("Las", "Vegas"), ("Abraham", "Lincoln"),
-    ("Charles", "Darwin"), ("World", "Bank"), ("Stone", "Age"), ("Dead", "Sea"),
-    ("Star", "Wars"), ("Harry", "Potter"), ("Big", "Ben"),
-    ("Grand", "Canyon"), ("Easter", "Island"), ("Lake", "Geneva"), ("Eiffel", "Tower"),
-)
-
-#: Non-entity bigrams, the i-th matched to ENTITIES[i] on word lengths (±1 letter each).
-BIGRAMS: tuple[Pair, ...] = (
-    ("old", "road"), ("long", "walk"), ("hot", "kitchen"), ("bad", "direction"),
-    ("simple", "words"), ("dry", "land"), ("low", "price"), ("few", "hours"),
-    ("small", "boat"), ("strong", "wind"), ("quiet", "garden"), ("bright", "light"),
-    ("good", "food"), ("young", "mother"), ("raw", "fruit"), ("happy", "child"),
-    ("important", "part"), ("early", "stage"), ("modern", "building"), ("heavy", "stones"),
-    ("private", "school"), ("careful", "preparation"), ("popular", "program"),
-    ("natural", "resource"), ("recent", "history"), ("fresh", "chicken"), ("warm", "summer"),
-    ("serious", "problem"), ("perfect", "weather"), ("dark", "room"), ("certain", "ideas"),
-    ("nice", "person"), ("little", "table"), ("famous", "writer"), ("clean", "car"),
-    ("wet", "paper"), ("short", "film"), ("massive", "crowd"), ("empty", "glass"),
-    ("main", "office"), ("foreign", "market"), ("average", "student"), ("thick", "book"),
-    ("typical", "family"), ("special", "event"), ("third", "chapter"), ("ancient", "trees"),
-    ("narrow", "bridge"), ("silver", "spoon"), ("international", "law"), ("basic", "questions"),
-    ("lucky", "number"), ("evening", "news"), ("plain", "tea"), ("local", "police"),
-    ("public", "health"), ("free", "time"), ("wide", "door"), ("final", "score"),
-    ("second", "half"), ("historical", "collection"), ("regular", "meals"),
-    ("daily", "newspaper"), ("funny", "animal"), ("hard", "work"), ("broken", "window"),
-    ("cheap", "ticket"), ("silent", "night"), ("useful", "advice"), ("blue", "blanket"),
-)  # fmt: skip
-
-_ONSETS = (
-    "b",
-    "d",
-    "f",
-    "g",
-    "k",
-    "l",
-    "m",
-    "n",
-    "p",
-    "r",
-    "s",
-    "t",
-    "v",
-    "z",
-    "br",
-    "dr",
-    "gr",
-    "kl",
-    "pl",
-    "st",
-    "tr",
-    "sk",
-)
-_VOWELS = ("a", "e", "i", "o", "u")
-_CODAS = ("", "", "", "n", "r", "l", "m", "x", "sk", "nd")
-
-
-def nonce_word(rng: random.Random, syllables: int) -> str:
-    """A capitalised pronounceable invented word: (onset vowel)^(syllables-1) onset vowel coda."""
-    parts = [rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)]
-    return ("".join(parts) + rng.choice(_CODAS)).capitalize()
-
-
-def nonce_pairs(n: int = 70, seed: int = 0) -> list[Pair]:
-    """``n`` pairs of invented words (2-3 syllables), all words distinct and none a word of
-    `ENTITIES` or `BIGRAMS`; the same list for the same seed."""
-    rng = random.Random(seed)
-    taken = {w.lower() for pair in ENTITIES + BIGRAMS for w in pair}
-    pairs: list[Pair] = []
-    while len(pairs) < n:
-        a, b = nonce_word(rng, rng.choice((2, 3))), nonce_word(rng, rng.choice((2, 3)))
-        if a.lower() in taken or b.lower() in taken or a == b:
-            continue
-        taken |= {a.lower(), b.lower()}
-        pairs.append((a, b))
-    return pairs
-
-
-def default_conditions(seed: int = 0) -> dict[str, list[Pair]]:
-    """The three built-in conditions: entities, nonce pairs and matched bigrams."""
-    return {
-        "entities": list(ENTITIES),
-        "nonce": nonce_pairs(len(ENTITIES), seed),
-        "bigrams": list(BIGRAMS),
-    }
-
-
-def read_pairs(path: str | Path) -> list[Pair]:
-    """Pairs from a text file: one pair per line, the two words separated by a tab or, without a
-    tab, by the first run of spaces; blank lines and lines starting with ``#`` are skipped."""
-    pairs = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split("\t") if "\t" in line else line.split(maxsplit=1)
-        if len(parts) != 2 or not all(p.strip() for p in parts):
-            raise ValueError(f"{path}:{n}: expected two words, got {line!r}")
-        pairs.append((parts[0].strip(), parts[1].strip()))
-    if not pairs:
-        raise ValueError(f"{path}: no pairs")
-    return pairs
 
 
 def space_index(carrier: str, a: str, b: str) -> int:
@@ -285,7 +185,7 @@ class EntityResult:
 
 
 def entity_analysis(
-    model: HookedIncrementTransformer,
+    model: HookedIncrementTransformer | Subject,
     conditions: dict[str, Sequence[Pair]] | None = None,
     carriers: Sequence[str] = CARRIERS,
     per_head: bool = False,
@@ -293,8 +193,18 @@ def entity_analysis(
     fwd_hooks: HookSpec = None,
     progress: bool = True,
 ) -> EntityResult:
-    """Real vs reversed δ at the internal space for every condition (default: `default_conditions`)."""
+    """Real vs reversed δ at the internal space for every condition (default: `default_conditions`).
+
+    Byte models: δ at the space. Bridges: δ at the second word's first token, with the
+    other-first-word control (`token_entity_analysis`; no per-head rows).
+    """
     conditions = default_conditions() if conditions is None else conditions
+    s = subject_of(model)
+    if s.unit == "token":
+        if per_head:
+            raise ValueError("per_head: a grafted bridge has one δ per layer, no per-head rates")
+        return token_entity_analysis(s.model, conditions, carriers, batch_size, fwd_hooks, progress)
+    model = s.model
     summary, detail = [], []
     n_out = model.cfg.n_delta_outputs
     heads: list[str | int] = ["mean"] + (list(range(n_out)) if per_head and n_out > 1 else [])
@@ -305,39 +215,20 @@ def entity_analysis(
                 real = pd_.real[:, r].mean(-1) if h == "mean" else pd_.real[:, r, h]
                 rev = pd_.reversed[:, r].mean(-1) if h == "mean" else pd_.reversed[:, r, h]
                 ref = None
-                if (
-                    condition == "entities"
-                    and h == "mean"
-                    and n_out == 1
-                    and model.cfg.n_layers == 6
-                ):
+                if condition == "entities" and h == "mean" and n_out == 1 and model.cfg.n_layers == 6:
                     ref = PUBLISHED.get(label)
-                summary.append(
-                    {
-                        "condition": condition,
-                        "layer": label,
-                        "head": str(h),
-                        "n": len(pairs),
-                        "mean_real": float(real.mean()),
-                        "mean_reversed": float(rev.mean()),
-                        "mean_diff": float((rev - real).mean()),
-                        "pct_real_smaller": float(100.0 * (real < rev).mean()),
-                        "wilcoxon_p": wilcoxon_p(real, rev),
-                        "reference": ref,
-                    }
-                )
+                summary.append({
+                    "condition": condition, "layer": label, "head": str(h), "n": len(pairs),
+                    "mean_real": float(real.mean()), "mean_reversed": float(rev.mean()),
+                    "mean_diff": float((rev - real).mean()),
+                    "pct_real_smaller": float(100.0 * (real < rev).mean()),
+                    "wilcoxon_p": wilcoxon_p(real, rev), "reference": ref,
+                })  # fmt: skip
                 detail += [
-                    {
-                        "condition": condition,
-                        "a": a,
-                        "b": b,
-                        "layer": label,
-                        "head": str(h),
-                        "real": float(x),
-                        "reversed": float(y),
-                    }
+                    {"condition": condition, "a": a, "b": b, "layer": label, "head": str(h),
+                     "real": float(x), "reversed": float(y)}
                     for (a, b), x, y in zip(pairs, real, rev, strict=True)
-                ]
+                ]  # fmt: skip
     return EntityResult(pd.DataFrame(summary), pd.DataFrame(detail))
 
 
@@ -423,22 +314,18 @@ def conditions_of(params: Params) -> dict[str, list[Pair]]:
     return conditions
 
 
-def run(model: HookedIncrementTransformer, params: Params) -> Result:
-    """`entity_analysis` of the conditions: tables entities (summary) and entity_pairs, a figure.
-    A pretrained rotary bridge (`analyses._tokens.is_token_model`) goes to the token-level
-    protocol, `analyses._entities_bpe.run`."""
-    from analyses import _tokens
-
-    if _tokens.is_token_model(model):
-        from analyses import _entities_bpe
-
-        return _entities_bpe.run(model, params)
+def run(model: HookedIncrementTransformer | Subject, params: Params) -> Result:
+    """`entity_analysis` of the conditions: tables entities (summary) and entity_pairs, a figure."""
+    subject = subject_of(model)
+    if subject.unit == "token":
+        return _token_run(subject.model, params)
+    model = subject.model
     p = params
     conditions = conditions_of(p)
     result = entity_analysis(
         model, conditions, per_head=p.per_head, batch_size=p.batch_size, progress=p.progress
     )
-    variant = model.cfg.variant_name
+    variant = subject_of(model).label
     lines = [
         f"# Two-word pairs: δ at the internal space, real vs reversed — {variant}",
         f"(mean over {len(CARRIERS)} carriers; two-sided Wilcoxon signed-rank"
@@ -457,6 +344,233 @@ def run(model: HookedIncrementTransformer, params: Params) -> Result:
         tables={"entities": result.summary, "entity_pairs": result.pairs},
         figures={"entities": plot_entities(result, f"two-word pairs — {variant}")},
         facts={"variant": variant, "n_layers": model.cfg.n_layers, "carriers": len(CARRIERS),
+               "conditions": {c: len(v) for c, v in conditions.items()}},
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------- token level
+@dataclass(frozen=True)
+class Located:
+    """A prompt as the bridge reads it and its target token.
+
+    tokens: BOS + the prompt's token ids; index: the target's index in ``tokens``; text: the
+    target's decoded text; b_tokens: how many tokens the second word with its leading space
+    takes (the target and the tokens after it up to the word's end); merged: the target
+    also covers characters before the space (no token boundary there).
+    """
+
+    prompt: str
+    tokens: list[int]
+    index: int
+    text: str
+    b_tokens: int
+    merged: bool
+
+
+def locate_second_word(model: nn.Module, carrier: str, a: str, b: str) -> Located:
+    """Tokenise ``carrier.format(a=a, b=b)`` whole and find the token holding the space before
+    ``b`` by the tokenizer's character offsets (see module doc)."""
+    prompt = carrier.format(a=a, b=b)
+    space = len(carrier.split("{a}")[0].format(a=a, b=b)) + len(a)
+    if "{a}" not in carrier or prompt[space : space + 1 + len(b)] != " " + b:
+        raise ValueError(f"carrier {carrier!r} must put {{a}}, one space, then {{b}}")
+    tok = model.tokenizer
+    if not getattr(tok, "is_fast", False):
+        raise ValueError(f"{type(tok).__name__}: locating a word needs a fast tokenizer's offsets")
+    enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    holders = [i for i, (start, end) in enumerate(offsets) if start <= space < end]
+    if not holders:
+        raise ValueError(f"{prompt!r}: no token covers the space at character {space}")
+    t = holders[0]
+    b_end = space + 1 + len(b)
+    b_tokens = sum(1 for start, end in offsets[t:] if start < b_end and end > space)
+    return Located(prompt, [tokenizer_start_id(tok), *ids], t + 1, tok.decode([ids[t]]), b_tokens,
+                   offsets[t][0] < space)  # fmt: skip
+
+
+def token_delta_rows(model: nn.Module) -> list[tuple[int, str]]:
+    """The layers whose δ differ, as in `lens_positions.plots.delta_rows`: every layer of a
+    per-layer graft (``L0`` ...), one row (``shared`` / ``none``) when one δ serves every layer."""
+    if model.increments == "per_layer":
+        return [(layer, f"L{layer}") for layer in range(len(model.blocks))]
+    return [(0, "shared" if model.increments == "shared" else "none")]
+
+
+@dataclass
+class TokenPairDeltas:
+    """δ at the target token, averaged over carriers, and what was located.
+
+    real, reversed, other: [n_pairs, n_rows] (``other``: the second word after the next pair's
+    first word); tokens: per pair the target texts of the real and reversed orders (one per
+    distinct text over the carriers, ``|``-joined); b_tokens: [n_pairs, 2] the most tokens the
+    second word (with its leading space) took over the carriers, real and reversed; merged:
+    [n_pairs] any prompt of the pair merged across the space.
+    """
+
+    pairs: list[Pair]
+    rows: list[str]
+    real: Float[np.ndarray, "pairs rows"]
+    reversed: Float[np.ndarray, "pairs rows"]
+    other: Float[np.ndarray, "pairs rows"]
+    tokens: list[tuple[str, str]]
+    b_tokens: np.ndarray
+    merged: np.ndarray
+
+
+def measure_token_pairs(
+    model: nn.Module, pairs: Sequence[Pair], carriers: Sequence[str] = CARRIERS,
+    batch_size: int = 64, fwd_hooks: HookSpec = None, progress: bool = True,
+) -> TokenPairDeltas:  # fmt: skip
+    """δ at the second word's first token of every pair in the three orders: real ("New York"),
+    reversed ("York New") and other first word ("Hong York", the next pair's first word); each
+    averaged over the carriers (see module doc)."""
+    rows = token_delta_rows(model)
+    names = [f"blocks.{layer}.hook_delta" for layer, _ in rows]
+    if len(pairs) < 2:
+        raise ValueError("need at least two pairs (the other-first-word order borrows the next pair's)")
+    orders = [((a, b), (b, a), (pairs[(i + 1) % len(pairs)][0], b)) for i, (a, b) in enumerate(pairs)]
+    located = [locate_second_word(model, c, x, y) for order in orders for x, y in order for c in carriers]
+    values = np.zeros((len(located), len(rows)))
+    for idx, _, captured in run_batches(model, [loc.tokens for loc in located], names, batch_size,
+                                        fwd_hooks, progress=progress, desc="pairs"):  # fmt: skip
+        for row, i in enumerate(idx):
+            for r, name in enumerate(names):
+                values[i, r] = float(captured[name][row, located[i].index])
+    n, k = len(pairs), len(carriers)
+    values = values.reshape(n, 3, k, len(rows)).mean(axis=2)
+    grid = [located[i * 3 * k : (i + 1) * 3 * k] for i in range(n)]  # per pair: real, reversed, other
+    texts = [tuple("|".join(dict.fromkeys(loc.text for loc in g[o * k : (o + 1) * k])) for o in (0, 1))
+             for g in grid]  # fmt: skip
+    b_tokens = np.array([[max(loc.b_tokens for loc in g[o * k : (o + 1) * k]) for o in (0, 1)] for g in grid])
+    merged = np.array([any(loc.merged for loc in g) for g in grid], dtype=bool)
+    return TokenPairDeltas(list(pairs), [label for _, label in rows], values[:, 0], values[:, 1],
+                           values[:, 2], texts, b_tokens.reshape(n, 2), merged)  # fmt: skip
+
+
+def _compare(real: np.ndarray, other: np.ndarray) -> tuple[float, float, float, bool]:
+    """(mean other - real, % real < other, Wilcoxon p, every difference 0) over pairs."""
+    if len(real) == 0:
+        return np.nan, np.nan, np.nan, True
+    diff = other - real
+    return (float(diff.mean()), float(100 * (real < other).mean()), wilcoxon_p(real, other),
+            bool(np.allclose(diff, 0.0, atol=1e-9)))  # fmt: skip
+
+
+def token_entity_analysis(
+    model: nn.Module, conditions: dict[str, Sequence[Pair]], carriers: Sequence[str] = CARRIERS,
+    batch_size: int = 64, fwd_hooks: HookSpec = None, progress: bool = True,
+) -> EntityResult:  # fmt: skip
+    """Real vs reversed (and vs other first word) δ at the second word's first token, per
+    condition and layer.
+
+    summary: one row per condition and layer: condition, layer, n, n_merged, pct_b_split_real,
+    pct_b_split_reversed, mean_real, mean_reversed, mean_diff (reversed - real),
+    pct_real_smaller, wilcoxon_p, mean_other, other_diff (other - real), pct_real_smaller_other,
+    wilcoxon_p_other, all_zero (every difference 0). pairs: one row per condition, pair and layer
+    with real, reversed, other, the target tokens, the second word's token counts and merged
+    (merged pairs are left out of summary).
+    """
+    summary, detail = [], []
+    for condition, pairs in conditions.items():
+        m = measure_token_pairs(model, pairs, carriers, batch_size, fwd_hooks, progress)
+        keep = ~m.merged
+        split = m.b_tokens[keep] > 1
+        for r, label in enumerate(m.rows):
+            real, rev, other = m.real[keep, r], m.reversed[keep, r], m.other[keep, r]
+            diff, pct, p, zero = _compare(real, rev)
+            o_diff, o_pct, o_p, o_zero = _compare(real, other)
+            summary.append({
+                "condition": condition, "layer": label, "n": int(keep.sum()),
+                "n_merged": int(m.merged.sum()),
+                "pct_b_split_real": float(100 * split[:, 0].mean()) if keep.any() else np.nan,
+                "pct_b_split_reversed": float(100 * split[:, 1].mean()) if keep.any() else np.nan,
+                "mean_real": float(real.mean()) if keep.any() else np.nan,
+                "mean_reversed": float(rev.mean()) if keep.any() else np.nan,
+                "mean_diff": diff, "pct_real_smaller": pct, "wilcoxon_p": p,
+                "mean_other": float(other.mean()) if keep.any() else np.nan,
+                "other_diff": o_diff, "pct_real_smaller_other": o_pct, "wilcoxon_p_other": o_p,
+                "all_zero": zero and o_zero,
+            })  # fmt: skip
+            detail += [
+                {"condition": condition, "a": a, "b": b, "layer": label, "real": float(m.real[i, r]),
+                 "reversed": float(m.reversed[i, r]), "other": float(m.other[i, r]),
+                 "real_token": m.tokens[i][0], "reversed_token": m.tokens[i][1],
+                 "real_b_tokens": int(m.b_tokens[i, 0]), "reversed_b_tokens": int(m.b_tokens[i, 1]),
+                 "merged": bool(m.merged[i])}
+                for i, (a, b) in enumerate(m.pairs)
+            ]  # fmt: skip
+    return EntityResult(pd.DataFrame(summary), pd.DataFrame(detail))
+
+
+def plot_token_entities(result: EntityResult, title: str = ""):
+    """Two panels per layer and condition: mean (reversed − real) δ and mean (other first word −
+    real) δ at the second word's first token, ± s.e. over pairs. Positive: the real pair gets the
+    smaller gap."""
+    from matplotlib.figure import Figure
+
+    detail = result.pairs[~result.pairs["merged"]]
+    n_layers = detail["layer"].nunique()
+    fig = Figure(figsize=(min(14.0, max(5.0, 0.45 * n_layers + 3)), 6.4))
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    draw_differences(top, detail, "reversed")
+    draw_differences(bottom, detail, "other")
+    top.set_title(title or "second word's first token", fontsize=10)
+    bottom.set_title("same target token after another pair's first word (context only)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+#: Columns of the printed tables (the CSV keeps every column of `entity_analysis`).
+SHOWN = ["layer", "mean_real", "mean_reversed", "mean_diff", "pct_real_smaller", "wilcoxon_p",
+         "mean_other", "other_diff", "pct_real_smaller_other", "wilcoxon_p_other"]
+
+
+def _token_run(model: nn.Module, params: Params) -> Result:
+    """`run` for a bridge: `token_entity_analysis` of the conditions ``params`` names; tables
+    entities and entity_pairs, the difference figure."""
+    if params.per_head:
+        raise InputError("--per-head: a pretrained rotary bridge has one δ per layer, no per-head rates")
+    conditions = conditions_of(params)
+    try:
+        result = token_entity_analysis(model, conditions, batch_size=params.batch_size, progress=params.progress)
+    except ValueError as e:  # a pair file the protocol cannot use
+        raise InputError(str(e)) from e
+    name = f"{subject_of(model).name} ({model.increments} increments)"
+    s = result.summary
+    lines = [
+        f"# Two-word pairs at the token level: δ at the second word's first token — {name}",
+        "",
+        f"Each prompt (BOS + one of {len(CARRIERS)} carriers, e.g. \"I visited New York\") is tokenised "
+        "whole; the target is the token holding the space before the second word (\" York\"; its "
+        "first token when the word splits), found by the tokenizer's character offsets. δ is averaged "
+        "over the carriers. Real vs reversed (\"York New\": the target is then \" New\"): "
+        "mean_diff = reversed − real, pct_real_smaller, two-sided Wilcoxon signed-rank p over pairs. "
+        "Because the two orders put different tokens at the target (L0's δ reads the token itself), "
+        "a context-only control keeps the target token and changes the first word to the next "
+        "pair's (\"Hong York\"): other_diff = other − real, pct_real_smaller_other, wilcoxon_p_other.",
+        "",
+    ]  # fmt: skip
+    if s["all_zero"].all():
+        lines += ["**Every difference is 0**: δ does not vary here (δ = 1 at every token of the "
+                  "base model and of a graft at its start), so nothing separates the orders; "
+                  "p = 1 by convention (no non-zero difference to rank).", ""]  # fmt: skip
+    for cond, sub in s.groupby("condition", sort=False):
+        first = sub.iloc[0]
+        merged = f"; {first['n_merged']} left out (target merged across the space)" if first["n_merged"] else ""
+        lines += [f"## {cond} ({first['n']} pairs{merged})", "",
+                  f"Second word split into several tokens (leading space included): "
+                  f"{first['pct_b_split_real']:.0f}% of pairs in real order, "
+                  f"{first['pct_b_split_reversed']:.0f}% reversed.", "",
+                  _common.markdown_table(sub[SHOWN], {"wilcoxon_p": ".2g", "wilcoxon_p_other": ".2g",
+                                                      "pct_real_smaller": ".0f",
+                                                      "pct_real_smaller_other": ".0f"}), ""]  # fmt: skip
+    return Result(
+        "\n".join(lines),
+        tables={"entities": s, "entity_pairs": result.pairs},
+        figures={"entities": plot_token_entities(result, f"second word's first token — {name}")},
+        facts={"model": subject_of(model).name, "increments": model.increments,
+               "n_layers": len(model.blocks), "carriers": len(CARRIERS),
                "conditions": {c: len(v) for c, v in conditions.items()}},
     )  # fmt: skip
 

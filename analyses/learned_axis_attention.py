@@ -18,8 +18,11 @@ learned units, not ``q - k`` in bytes. This module gives
 - a matplotlib figure for one query: attention weight against the key's byte position and
   against its learned position, per layer, one line per head.
 
-Pretrained rotary models (``--model smollm2-135m-per-layer``): token windows, distances in tokens
-(`analyses._learned_axis_attention_bpe`).
+Every measure counts the model's units (``Result.facts["unit"]``): bytes on the byte models, BPE
+tokens on a grafted bridge (``--model smollm2-135m-per-layer``), whose windows are BOS +
+``--window-tokens`` tokens of the English held-out sample unless ``--text-file`` (the byte models:
+``--window-bytes`` of the bilingual sample) and whose views read ``--text`` as BOS + its tokens.
+With δ = 1 (a base model) learned and unit distances are equal: ``ratio`` = 1 exactly.
 
 Command::
 
@@ -44,6 +47,7 @@ from analyses import _tokens
 from analyses._common import (
     SAMPLE_TEXTS,
     HookSpec,
+    InputError,
     Result,
     add_common_args,
     add_text_args,
@@ -53,9 +57,9 @@ from analyses._common import (
     resolve_hooks,
     text_windows,
 )
-from analyses._tokens import is_token_model
-from analyses.head_rates import look_back
+from analyses._look_back import look_back
 from lens_positions import HookedIncrementTransformer
+from lens_positions.subject import Subject, subject_of
 
 
 # ---------------------------------------------------------------------------------------- look-back
@@ -66,8 +70,8 @@ def look_back_distances(
     fwd_hooks: HookSpec = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Each head's mean look-back in learned units and in bytes, with baselines: the table of
-    `analyses.head_rates.look_back` (the one implementation, and its rule: queries and mean δ
+    """Each head's mean look-back in learned units and in units, with baselines: the table of
+    `analyses._look_back.look_back` (the one implementation, and its rule: queries and mean δ
     leave the separator out) over token windows (separator first; padded batches are fine).
     """
     return look_back(model, windows, batch_size, fwd_hooks, progress)
@@ -77,16 +81,12 @@ def look_back_distances(
 def text_tokens(model: HookedIncrementTransformer, text: str) -> tuple[Int[Tensor, "1 pos"], list[str], str]:
     """``text`` as the model reads it: tokens [1, pos] (separator or BOS first), each token's text,
     and the name of the model's unit ("byte", or "token" for a pretrained rotary bridge)."""
-    if is_token_model(model):
-        ids = [_tokens.bos_id(model), *_tokens.encode(model, text)]
-        return torch.tensor([ids], device=model.W_E.device), _tokens.token_texts(model, ids), "token"
+    s = subject_of(model)
+    if s.unit == "token":
+        ids = [s.start_id, *s.encode(text)]
+        return torch.tensor([ids], device=s.device), s.unit_texts(ids), "token"
     tokens = model.to_tokens(text)
     return tokens, model.to_str_tokens(tokens), "byte"
-
-
-def _n_delta_outputs(model: HookedIncrementTransformer) -> int:
-    """δ outputs per token: the heads of a per-head byte model, else 1 (bridges have no per-head δ)."""
-    return getattr(model.cfg, "n_delta_outputs", 1)
 
 
 @dataclass
@@ -279,7 +279,7 @@ def plot_query(
         axes[row, 1].set_ylim(-0.3 * top, 1.1 * top)
         axes[row, 0].set_ylabel(f"L{li}\nattention")
     axes[0, 0].set_title(f"vs key {unit} position (query {q}: {str_tokens[q]!r})")
-    axes[0, 1].set_title("vs key learned position" + (" (each head its own)" if _n_delta_outputs(model) > 1 else ""))
+    axes[0, 1].set_title("vs key learned position" + (" (each head its own)" if subject_of(model).delta_heads > 1 else ""))
     axes[-1, 0].set_xlabel(f"key {unit} position")
     axes[-1, 1].set_xlabel("key learned position")
     axes[0, 1].legend(fontsize=6, ncol=min(8, model.cfg.n_heads))
@@ -298,11 +298,11 @@ def plot_look_back(table: pd.DataFrame, title: str = "", unit: str = "bytes"):
     many = len(layers) > 10  # e.g. 30 pretrained layers: colour by layer on a scale, not a legend
     for k, (li, sel) in enumerate(table.groupby("layer", sort=False)):
         color = plt.cm.viridis(k / max(1, len(layers) - 1)) if many else None
-        axes[0].scatter(sel.lookback_bytes * sel.mean_delta, sel.lookback_learned, s=18, label=li, color=color)
+        axes[0].scatter(sel.lookback_units * sel.mean_delta, sel.lookback_learned, s=18, label=li, color=color)
         axes[1].scatter(sel.uniform_learned, sel.lookback_learned, s=18, label=li, color=color)
     for ax in axes:
         lim = float(np.nanmax(table[["lookback_learned", "uniform_learned"]].to_numpy())) * 1.05 + 1e-9
-        lim = max(lim, float(np.nanmax((table.lookback_bytes * table.mean_delta).to_numpy())) * 1.05)
+        lim = max(lim, float(np.nanmax((table.lookback_units * table.mean_delta).to_numpy())) * 1.05)
         ax.plot([0, lim], [0, lim], "k:", lw=1)
         ax.set_ylabel("look-back in learned units")
     axes[0].set_xlabel(f"look-back in {unit} × head's mean δ")
@@ -359,43 +359,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(model: HookedIncrementTransformer, params: Params) -> Result:
-    """Look-back per head over byte windows (table look_back), the offline attention page
-    (attention.html) and two figures. A pretrained rotary bridge runs on token windows
-    (`analyses._learned_axis_attention_bpe`)."""
-    if is_token_model(model):
-        from analyses import _learned_axis_attention_bpe
-
-        return _learned_axis_attention_bpe.run(model, params)
+def run(model: HookedIncrementTransformer | Subject, params: Params) -> Result:
+    """Look-back per head over windows of held-out text (table look_back), the offline attention
+    page (attention.html) and two figures."""
     p = params
-    variant = model.cfg.variant_name
-    windows = text_windows(model, p.text_file, p.window_bytes, p.max_windows, p.max_docs, p.held_out)
+    s = subject_of(model)
+    model = s.model
+    unit = s.unit_plural
+    if s.unit == "token":
+        windows, source = _tokens.held_out_windows(model, p)
+        about = f"{len(windows)} windows of {p.window_tokens} tokens of {source}"
+    else:
+        windows = text_windows(model, p.text_file, p.window_bytes, p.max_windows, p.max_docs, p.held_out)
+        about = f"{len(windows)} windows of {len(windows[0]) - 1} bytes"
     table = look_back_distances(model, windows, p.batch_size, progress=p.progress)
-    per_head = model.cfg.n_delta_outputs > 1
-    layer_means = table.groupby("layer", sort=False)[["lookback_learned", "lookback_bytes", "uniform_learned", "uniform_bytes", "mean_delta", "ratio"]].mean().reset_index()
+    per_head = s.delta_heads > 1
+    layer_means = table.groupby("layer", sort=False)[["lookback_learned", "lookback_units", "uniform_learned", "uniform_units", "mean_delta", "ratio"]].mean().reset_index()
     markdown = "\n".join([
-        f"## Look-back per head ({variant}; {len(windows)} windows of {len(windows[0]) - 1} bytes)\n",
-        "Mean over queries (separator excluded) of Σ_k pattern·(p_q − p_k) (`lookback_learned`) and "
-        "Σ_k pattern·(q − k) (`lookback_bytes`); `uniform_*` = uniform causal attention (position-blind "
-        "baseline); `ratio` = learned / (bytes × the head's mean δ), 1 if positions were bytes scaled"
-        + ("; per-head models: each head's own positions and δ" if per_head else "") + ".\n",
+        f"## Look-back per head ({s.label}; {about})\n",
+        f"Mean over queries ({'separator' if s.unit == 'byte' else 'BOS'} excluded) of Σ_k pattern·(p_q − p_k) "
+        f"(`lookback_learned`) and Σ_k pattern·(q − k) in {unit} (`lookback_units`); `uniform_*` = uniform "
+        f"causal attention (position-blind baseline); `ratio` = learned / ({unit} × the head's mean δ), 1 if "
+        f"positions were {unit} scaled" + ("; per-head models: each head's own positions and δ" if per_head else "") + ".\n",
         markdown_table(table.drop(columns="n_queries")),
         "\n### Per layer (mean over heads)\n",
         markdown_table(layer_means),
     ])  # fmt: skip
-    text = fit_text(p.text, min(p.view_bytes, model.cfg.n_ctx - 1))
+    text = fit_text(p.text, min(p.view_bytes, s.n_ctx - 1))
+    n_view = len(text_tokens(model, text)[1])
+    if n_view > s.n_ctx:
+        raise InputError(f"--text has {n_view} {unit} with the start, more than n_ctx={s.n_ctx}")
     sections = attention_views(model, text, p.layers, p.bins_per_token)
     return Result(
         markdown,
         tables={"look_back": table},
         figures={
-            "query_attention": plot_query(model, text, p.query, title=f"One query: {variant}", keys=p.keys),
-            "look_back": plot_look_back(table, f"Look-back per head: {variant}"),
+            "query_attention": plot_query(model, text, p.query, title=f"One query: {s.label}", keys=p.keys,
+                                          layers=p.layers if s.unit == "token" else None),
+            "look_back": plot_look_back(table, f"Look-back per head: {s.label}", unit=unit),
         },
         pages={"attention.html": attention_html(sections)},
-        facts={"variant": variant, "n_layers": model.cfg.n_layers, "windows": len(windows),
-               "window_bytes": len(windows[0]) - 1, "n_queries": int(table.n_queries.iloc[0]),
-               "view_layers": p.layers, "view_bytes": len(text.encode("utf-8"))},
+        facts={"variant": s.label, "unit": s.unit, "n_layers": s.n_layers, "windows": len(windows),
+               "window_units": len(windows[0]) - 1, "n_queries": int(table.n_queries.iloc[0]),
+               "view_layers": p.layers, "view_units": n_view - 1},
     )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analyses import _common, _tokens
+from analyses import _common
 from analyses._common import HookSpec, InputError, Result
 from lens_positions import HookedIncrementTransformer
 from lens_positions.plots import (
@@ -38,7 +38,8 @@ from lens_positions.plots import (
     spaced_text_data,
     spaced_text_html,
 )
-from lens_positions.token_units import token_spaced_text_data
+from lens_positions.spaced_data import token_spaced_text_data
+from lens_positions.subject import subject_of
 
 
 def spaced_texts(
@@ -48,8 +49,8 @@ def spaced_texts(
     fwd_hooks: HookSpec = None,
 ) -> list[SpacedText]:
     """`SpacedText` data of each text (see `lens_positions.plots.spaced_text_data`); by token for
-    a pretrained rotary model (`lens_positions.token_units.token_spaced_text_data`)."""
-    if _tokens.is_token_model(model):
+    a pretrained rotary model (`lens_positions.spaced_data.token_spaced_text_data`)."""
+    if subject_of(model).unit == "token":
         if head is not None:
             raise InputError("--head: pretrained rotary models have no per-head rates")
         return [token_spaced_text_data(model, t, fwd_hooks=fwd_hooks) for t in texts]
@@ -149,10 +150,10 @@ def run(model: HookedIncrementTransformer, params: Params) -> Result:
     texts = texts or list(DEFAULT_SENTENCES)
     data = spaced_texts(model, texts, head=p.head)
     scales = ("row", "shared") if p.scale == "both" else (p.scale,)
-    if _tokens.is_token_model(model):
-        title = f"{_tokens.model_name(model)}, {model.increments.replace('_', '-')} increments, by token"
+    if subject_of(model).unit == "token":
+        title = f"{subject_of(model).name}, {model.increments.replace('_', '-')} increments, by token"
     else:
-        title = model.cfg.variant_name
+        title = subject_of(model).label
     note = f" ({data[0].head_note})" if data[0].head_note else ""
     gaps = gap_table(data, top=p.top)
     lines = [f"# Spaced text — {title}{note}\n", *(f"- text {k}: {t}" for k, t in enumerate(texts))]

@@ -42,6 +42,7 @@ from torch import nn
 from analyses import _common, _tokens
 from analyses._common import InputError, Result, markdown_table
 from lens_positions.samples import content_key, sample_file
+from lens_positions.subject import DOCUMENT_WINDOW_TOKENS, subject_of
 
 __all__ = ["CATEGORIES", "DEFAULT_MODEL_OVERRIDE", "Params", "build_parser", "category",
            "content_key", "hand_over", "main", "run", "texts_result", "token_deltas", "token_tables"]
@@ -91,7 +92,7 @@ def token_deltas(model: nn.Module, texts: Sequence[str], n_ctx: int, max_windows
     return windows[:, 1:].flatten().numpy(), torch.cat(deltas, dim=1).float().numpy()
 
 
-def token_tables(model: nn.Module, texts: Sequence[str], n_ctx: int = 256, max_windows: int = 32,
+def token_tables(model: nn.Module, texts: Sequence[str], n_ctx: int = DOCUMENT_WINDOW_TOKENS, max_windows: int = 32,
                  batch_size: int = 4) -> dict[str, Any]:
     """Category table (mean δ per layer and count) and word-start AUC per layer, from
     `token_deltas`: ``{"categories", "auc", "tokens"}``."""
@@ -122,7 +123,7 @@ class Params:
     data: list[str] | None = None
     held_out: float = 0.03
     max_docs: int | None = None
-    n_ctx: int = 256
+    n_ctx: int = DOCUMENT_WINDOW_TOKENS
     max_windows: int = 32
     batch_size: int = 4
 
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0.03, the graft's split; 1 keeps every document)",
     )  # fmt: skip
     parser.add_argument("--max-docs", type=int, default=None, help="documents read per file")
-    parser.add_argument("--n-ctx", type=int, default=256, help="tokens per window after BOS")
+    parser.add_argument("--n-ctx", type=int, default=DOCUMENT_WINDOW_TOKENS, help=f"tokens per window after BOS (default {DOCUMENT_WINDOW_TOKENS})")
     parser.add_argument("--max-windows", type=int, default=32, help="windows (default 32)")
     for action in parser._actions:  # name the rotary default in --model's help
         if action.dest == "model":
@@ -159,6 +160,10 @@ def run(model: nn.Module, params: Params) -> Result:
     `lens_positions.load_rotary_model` bridge) over the held-out documents of ``params.data``:
     tables ``categories`` (count and mean δ per layer) and ``word_start_auc``."""
     p = params
+    if subject_of(model).unit != "token":
+        raise InputError(f"{subject_of(model).label} is a byte model: token_increments reads a grafted "
+                         "bridge's BPE tokens (e.g. --model smollm2-135m-per-layer); byte models: "
+                         "python -m analyses.byte_increments")
     files = p.data or [str(sample_file("en"))]
     texts = _common.read_text_files(files, max_docs=p.max_docs, held_out=p.held_out)
     if not texts:
@@ -169,7 +174,7 @@ def run(model: nn.Module, params: Params) -> Result:
     return texts_result(model, texts, source, p.n_ctx, p.max_windows, p.batch_size)
 
 
-def texts_result(model: nn.Module, texts: Sequence[str], source: str, n_ctx: int = 256,
+def texts_result(model: nn.Module, texts: Sequence[str], source: str, n_ctx: int = DOCUMENT_WINDOW_TOKENS,
                  max_windows: int = 32, batch_size: int = 4, note: str = "") -> Result:
     """`token_tables` of ``texts`` as this command's `Result` (``source`` names where the texts
     come from in the report; ``note``, if any, is printed under the title)."""
@@ -182,7 +187,7 @@ def texts_result(model: nn.Module, texts: Sequence[str], source: str, n_ctx: int
     summary = cats[["category", "tokens"]].assign(
         **{"mean δ (all layers)": cats[layers].mean(axis=1), "min layer mean": cats[layers].min(axis=1),
            "max layer mean": cats[layers].max(axis=1)})
-    name = _tokens.model_name(model)
+    name = subject_of(model).name
     n_windows = result["tokens"] // n_ctx
     text = "\n".join([
         f"# δ per token category and word-start AUC: {name} ({model.increments} increments)", "",

@@ -53,7 +53,7 @@ from jaxtyping import Float, Int
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from analyses import _common, _tokens, token_increments
+from analyses import _common, token_increments
 from analyses._common import (
     HookSpec,
     Result,
@@ -66,6 +66,7 @@ from analyses._common import (
 )
 from lens_positions import HookedIncrementTransformer
 from lens_positions.samples import sample_file
+from lens_positions.subject import subject_of
 
 #: Published Chinese AUCs (§3.3): the 6-layer per-layer model, and the shared model.
 PUBLISHED_ZH_PER_LAYER = {"L0": 0.50, "L1": 0.54, "L2": 0.68, "L3": 0.37, "L4": 0.63, "L5": 0.47}
@@ -448,7 +449,7 @@ def run(model: HookedIncrementTransformer, params: Params) -> Result:
     bridge is handed over to `analyses.token_increments` (see `_token_hand_over`)."""
     p = params
     zh_files, en_files = p.text_file, p.en_file
-    if _tokens.is_token_model(model):
+    if subject_of(model).unit == "token":
         return _token_hand_over(model, p)
     if zh_files is None and en_files is None:
         zh_files, en_files = [str(sample_file("zh"))], [str(sample_file("en"))]
@@ -460,7 +461,7 @@ def run(model: HookedIncrementTransformer, params: Params) -> Result:
         model, zh, en, max_tokens=p.max_tokens, max_gaps=p.max_gaps, n_boot=p.n_boot,
         seed=p.seed, batch_size=p.batch_size, progress=p.progress,
     )  # fmt: skip
-    variant = model.cfg.variant_name
+    variant = subject_of(model).label
     lines = [f"# Word boundaries — {variant}\n"]
     for task, sub in table.groupby("task", sort=False):
         first = sub.iloc[0]

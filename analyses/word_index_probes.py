@@ -1,4 +1,4 @@
-"""Word-index probes on byte models: does the model know which word of a list a byte belongs to?
+"""Word-index probes: does the model know which word of a list a unit belongs to?
 
 The protocol of the "emergent positional embeddings" post (its §4), adapted to bytes:
 a fixed prefix, then N random lowercase words (" w1 w2 ... wN", lengths drawn uniformly from the
@@ -29,270 +29,69 @@ Controls and balanced evaluation:
   same length; a probe that only counts spaces does as well there as on real words.
 - *shuffled labels*: the residual probe trained on permuted labels (should sit at chance).
 
+**Grafted bridges** (``--model smollm2-135m[-per-layer]``) take the BPE protocol of the
+follow-up (see `analyses._word_index_data`): probes on every layer's ``hook_resid_post`` at each
+word's last token, token count uniform 1-3, the absolute-position baselines, the balanced test
+subset and the random-letters control as above, and, on a model with learned increments, the
+learned position alone and as an extra feature beside the residual stream. For
+``increments="none"`` the learned position is the absolute token index (BOS = 0), a built-in
+check. Published: GPT-2 small, layer 3, 10 words, test accuracy 0.749.
+
+Sizes: the defaults are a first look (byte models 600 train / 200 test prompts, bridges 300 /
+120); ``--full`` runs the protocol's sizes (1500 / 500 and 800 / 300), which the results document
+uses. The parts: `analyses._word_index_data` (prompts, features), `analyses._probe_fits`.
+
 Command::
 
-    python -m analyses.word_index_probes [--model NAME_OR_DIR] --out out/word_index_probes
+    python -m analyses.word_index_probes [--model NAME_OR_DIR] [--full] --out out/word_index_probes
 """
 
 from __future__ import annotations
 
 import argparse
-import string
-import sys
-import warnings
-from collections import defaultdict
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from jaxtyping import Float, Int
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
+from torch import nn
 from tqdm.auto import tqdm
 
 from analyses._common import (
     HookSpec,
+    InputError,
     Result,
     add_common_args,
     command_main,
-    head_axis,
     markdown_table,
-    run_batches,
+)
+from analyses._probe_fits import balanced_chance, balanced_subset, fit_probe, lookup_predict
+from analyses._word_index_data import (
+    DEFAULT_PREFIX,
+    TOKEN_PREFIX,
+    WORDLIST,
+    TokenPrompts,
+    WordListMissing,
+    WordPrompts,
+    collect_features,
+    collect_token_features,
+    load_words,
+    make_prompts,
+    make_token_prompts,
+    random_letter_pools,
+    split_words,
+    token_pools,
 )
 from analyses._wordlist import WORDS
-from lens_positions import SEPARATOR_ID, HookedIncrementTransformer
+from lens_positions import HookedIncrementTransformer
+from lens_positions.subject import Subject, subject_of
 
-#: The post's prefix: generic filler, then a newline and a capitalised first word, so that every
-#: probed word is lowercase and preceded by a space.
-DEFAULT_PREFIX = (
-    "The United States Declaration of Independence received its first formal public reading, "
-    "in Philadelphia.\nWhen"
-)
-
-PREDICTORS = (
-    "residual",
-    "learned position",
-    "learned position (all heads)",
-    "absolute position",
-    "absolute position (lookup)",
-)
-
-
-# ---------------------------------------------------------------------------------------- prompts
-@dataclass(frozen=True)
-class WordPrompts:
-    """Prompts of a prefix and N words, with one probe example per word.
-
-    tokens: per prompt, the separator then the UTF-8 bytes.
-    prompt, pos, label, word_len: per example [n_examples]: prompt index, token index of the
-        word's last byte (the absolute position; the separator is 0), word index, word length.
-    words: per example, the word.
-    """
-
-    tokens: list[list[int]]
-    prompt: Int[np.ndarray, " n"]
-    pos: Int[np.ndarray, " n"]
-    label: Int[np.ndarray, " n"]
-    word_len: Int[np.ndarray, " n"]
-    words: list[str]
-
-
-def split_words(
-    words: Sequence[str], test_fraction: float, rng: np.random.Generator, min_len: int = 2, max_len: int = 10
-) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
-    """Split words into train and test pools, by length, so that every length is in both.
-
-    Returns two dicts length -> words; lengths outside [min_len, max_len] or with fewer than two
-    words are left out (both pools need one).
-    """
-    by_len: dict[int, list[str]] = defaultdict(list)
-    for w in dict.fromkeys(words):
-        if min_len <= len(w) <= max_len:
-            by_len[len(w)].append(w)
-    train: dict[int, list[str]] = {}
-    test: dict[int, list[str]] = {}
-    for n, group in sorted(by_len.items()):
-        if len(group) < 2:
-            continue
-        group = [group[i] for i in rng.permutation(len(group))]
-        n_test = min(len(group) - 1, max(1, round(test_fraction * len(group))))
-        test[n], train[n] = group[:n_test], group[n_test:]
-    if not train:
-        raise ValueError("no word length has two words: cannot split train and test pools")
-    return train, test
-
-
-def make_prompts(
-    pool: dict[int, list[str]],
-    n_prompts: int,
-    n_words: int,
-    prefix: str,
-    rng: np.random.Generator,
-    random_letters: bool = False,
-) -> WordPrompts:
-    """Prompts ``prefix + " w1 w2 ... wN"``: each word's length uniform over the pool's lengths,
-    then a word of that length uniformly (as the post did with token lengths).
-
-    random_letters: replace each word by random lowercase letters of the same length (control).
-    """
-    lengths = sorted(pool)
-    head = [SEPARATOR_ID, *prefix.encode("utf-8")]
-    tokens: list[list[int]] = []
-    cols: dict[str, list] = defaultdict(list)
-    for i in range(n_prompts):
-        row = list(head)
-        for k in range(n_words):
-            n = lengths[int(rng.integers(len(lengths)))]
-            if random_letters:
-                word = "".join(rng.choice(list(string.ascii_lowercase), size=n))
-            else:
-                word = pool[n][int(rng.integers(len(pool[n])))]
-            row.extend(b" " + word.encode("ascii"))
-            cols["prompt"].append(i)
-            cols["pos"].append(len(row) - 1)
-            cols["label"].append(k)
-            cols["word_len"].append(n)
-            cols["words"].append(word)
-        tokens.append(row)
-    return WordPrompts(
-        tokens=tokens,
-        prompt=np.asarray(cols["prompt"]),
-        pos=np.asarray(cols["pos"]),
-        label=np.asarray(cols["label"]),
-        word_len=np.asarray(cols["word_len"]),
-        words=cols["words"],
-    )
-
-
-# ---------------------------------------------------------------------------------------- features
-@dataclass
-class ProbeFeatures:
-    """What the probes read at every example (the last byte of each word).
-
-    resid: stage -> [n_examples, d_model]; stages 0..n_layers-1 are the residual stream entering
-        block l (0 = the embedding), stage n_layers the final residual stream.
-    positions: block l -> [n_examples, n_out] learned positions (n_out = n_heads for per-head
-        models, else 1).
-    """
-
-    resid: dict[int, Float[np.ndarray, "n d_model"]]
-    positions: dict[int, Float[np.ndarray, "n n_out"]]
-
-
-@torch.no_grad()
-def collect_features(
-    model: HookedIncrementTransformer,
-    prompts: WordPrompts,
-    batch_size: int = 16,
-    fwd_hooks: HookSpec = None,
-    progress: bool = True,
-    desc: str = "features",
-) -> ProbeFeatures:
-    """Run the model over the prompts and read the residual streams and positions at the examples."""
-    n_layers = model.cfg.n_layers
-    names = {f"blocks.{li}.hook_resid_pre": ("resid", li) for li in range(n_layers)}
-    names[f"blocks.{n_layers - 1}.hook_resid_post"] = ("resid", n_layers)
-    names.update({f"blocks.{li}.hook_position": ("positions", li) for li in range(n_layers)})
-    out: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
-    by_prompt: dict[int, list[int]] = defaultdict(list)
-    for j, i in enumerate(prompts.prompt):
-        by_prompt[int(i)].append(j)
-    order: list[int] = []
-    batches = run_batches(
-        model, prompts.tokens, list(names), batch_size, fwd_hooks, progress=progress, desc=desc
-    )
-    for rows, _, captured in batches:
-        # example j of batch row r sits at token prompts.pos[j]
-        ex = [j for i in rows for j in by_prompt[i]]
-        row_of = torch.tensor([r for r, i in enumerate(rows) for _ in by_prompt[i]])
-        pos_of = torch.as_tensor(prompts.pos[ex])
-        order.extend(ex)
-        for name, key in names.items():
-            act = captured[name][row_of, pos_of]
-            if key[0] == "positions":
-                act = head_axis(act.unsqueeze(0))[0]  # [n, n_out]
-            out[key].append(act.numpy())
-    inverse = np.argsort(np.asarray(order))
-    joined = {key: np.concatenate(v)[inverse] for key, v in out.items()}
-    return ProbeFeatures(
-        resid={li: joined[("resid", li)] for li in range(n_layers + 1)},
-        positions={li: joined[("positions", li)] for li in range(n_layers)},
-    )
-
-
-# ---------------------------------------------------------------------------------------- probes
-def fit_probe(
-    X_train: Float[np.ndarray, "n f"],
-    y_train: Int[np.ndarray, " n"],
-    X_test: Float[np.ndarray, "m f"],
-    C: float = 1.0,
-    max_iter: int = 500,
-) -> Int[np.ndarray, " m"]:
-    """Standardise, fit a multinomial logistic regression, predict the test labels.
-
-    Standardising first matters: residual streams have large, uneven scales and positions run into
-    the hundreds, which slows lbfgs and makes the (default) L2 penalty act unevenly. On a single
-    feature the multinomial model partitions the line into intervals, one per class, so it acts as
-    an ordinal threshold fit of the word index on that feature.
-    """
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-    # One BLAS thread: on these small problems OpenBLAS threads fighting other jobs for 2 cores
-    # made fits ~50x slower (measured 5.4 s vs 0.1 s).
-    with warnings.catch_warnings(), threadpool_limits(limits=1):
-        # a few more lbfgs iterations change nothing visible; the warning would flood the output
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(np.asarray(X_train, dtype=np.float64), y_train)
-        return clf.predict(np.asarray(X_test, dtype=np.float64))
-
-
-def lookup_predict(
-    x_train: Int[np.ndarray, " n"], y_train: Int[np.ndarray, " n"], x_test: Int[np.ndarray, " m"]
-) -> Int[np.ndarray, " m"]:
-    """The best position-only guess: the most frequent training label at each value of ``x``
-    (the nearest seen value for unseen ones). No linear model can beat it using position alone."""
-    df = pd.DataFrame({"x": x_train, "y": y_train})
-    table = df.groupby("x")["y"].agg(lambda s: s.value_counts().index[0])
-    seen = table.index.to_numpy()
-    nearest = seen[np.abs(np.asarray(x_test)[:, None] - seen[None, :]).argmin(1)]
-    return table.loc[nearest].to_numpy()
-
-
-def balanced_subset(
-    abs_pos: Int[np.ndarray, " n"], labels: Int[np.ndarray, " n"], rng: np.random.Generator, min_per_class: int = 2
-) -> Int[np.ndarray, " m"]:
-    """Indices of a subset balanced for absolute position.
-
-    At each absolute position, keep the labels with at least ``min_per_class`` examples there; if at
-    least two remain, sample the same number of examples (the smallest count) of each. Within every
-    kept position the labels are then uniform, so position alone predicts at most chance.
-    """
-    keep: list[np.ndarray] = []
-    for p in np.unique(abs_pos):
-        at = np.flatnonzero(abs_pos == p)
-        classes, counts = np.unique(labels[at], return_counts=True)
-        ok = classes[counts >= min_per_class]
-        if len(ok) < 2:
-            continue
-        m = int(counts[counts >= min_per_class].min())
-        for c in ok:
-            members = at[labels[at] == c]
-            keep.append(rng.choice(members, size=m, replace=False))
-    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=int)
-
-
-def balanced_chance(abs_pos: Int[np.ndarray, " n"], labels: Int[np.ndarray, " n"]) -> float:
-    """Expected accuracy of the best guess that knows only the absolute position (per-position
-    majority class), on the given examples; on a balanced subset this is the mean of 1/k."""
-    if len(labels) == 0:
-        return float("nan")
-    df = pd.DataFrame({"p": abs_pos, "y": labels})
-    return float(df.groupby("p")["y"].agg(lambda s: s.value_counts().iloc[0]).sum() / len(df))
+#: The byte protocol's predictors (the BPE protocol adds "residual + learned position").
+PREDICTORS = ("residual", "learned position", "learned position (all heads)", "absolute position",
+              "absolute position (lookup)")  # fmt: skip
 
 
 @dataclass
@@ -494,14 +293,165 @@ def plot_f1(result: WordIndexResult, title: str = ""):
 
 
 # ---------------------------------------------------------------------------------------- command
+
+
+# ---------------------------------------------------------------------------------------- command
+
+
+# ---------------------------------------------------------------------------------------- tokens
+def probe_dataset(
+    feats: dict[str, np.ndarray], train: TokenPrompts, test: TokenPrompts, C: float, learned: bool,
+    rng: np.random.Generator,
+) -> tuple[pd.DataFrame, dict[int, np.ndarray], np.ndarray]:
+    """Accuracy per layer and predictor, on test and balanced test; residual predictions per layer."""
+    n_train = len(train.label)
+    resid, position = feats["resid"], feats["position"]
+    y, y_test = train.label, test.label
+    balanced = balanced_subset(test.pos, y_test, rng)
+    rows, preds = [], {}
+
+    def score(name: str, layer: int | None, pred: np.ndarray) -> None:
+        rows.append({"predictor": name, "layer": layer, "test": float((pred == y_test).mean()),
+                     "balanced": float((pred[balanced] == y_test[balanced]).mean()) if len(balanced) else np.nan})
+
+    score("absolute position", None, fit_probe(train.pos[:, None], y, test.pos[:, None], C))
+    score("absolute position (lookup)", None, lookup_predict(train.pos, y, test.pos))
+    for layer in range(resid.shape[0]):
+        preds[layer] = fit_probe(resid[layer, :n_train], y, resid[layer, n_train:], C)
+        score("residual", layer, preds[layer])
+        if learned:
+            pos_l = position[layer][:, None]
+            score("learned position", layer, fit_probe(pos_l[:n_train], y, pos_l[n_train:], C))
+            both = np.concatenate([resid[layer], pos_l], axis=1)
+            score("residual + learned position", layer, fit_probe(both[:n_train], y, both[n_train:], C))
+    return pd.DataFrame(rows), preds, balanced
+
+
+def token_word_index_probes(model: nn.Module, *, n_words: int = 7, n_train: int = 800, n_test: int = 300,
+        max_tokens: int = 3, C: float = 1.0, seed: int = 0, batch_size: int = 32,
+        controls: bool = True, prefix: str = TOKEN_PREFIX, words: Sequence[str] | None = None,
+        fwd_hooks: list | None = None, letters_per_length: int = 400,
+        progress: bool = False) -> dict[str, Any]:
+    """The BPE protocol on a bridge; returns tables accuracy and f1 and the set-up facts (info).
+
+    words: the word list (default: `load_words` of /usr/share/dict/words); fwd_hooks: hooks
+    active while the features are read (e.g. an intervention to probe under).
+    """
+    tok = model.tokenizer
+    rng = np.random.default_rng(seed)
+    words = load_words(WORDLIST) if words is None else sorted(set(words))
+    train_pool, test_pool, pool_sizes = token_pools(tok, words, max_tokens, 0.2, rng)
+    head = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    head += tok(prefix, add_special_tokens=False)["input_ids"]
+    pad = tok.eos_token_id if tok.eos_token_id is not None else 0
+    learned = getattr(model, "increments", "none") != "none"
+    info: dict[str, Any] = {"prefix tokens": len(head), "words in list": len(words),
+                            "pool sizes by token count": pool_sizes, "n_words": n_words,
+                            "train prompts": n_train, "test prompts": n_test}
+    datasets = {"words": (train_pool, test_pool)}
+    if controls:
+        letters = random_letter_pools(tok, max_tokens, letters_per_length, rng)
+        split = {n: (v[: int(0.8 * len(v))], v[int(0.8 * len(v)):]) for n, v in letters.items()}
+        datasets["random letters"] = ({n: a for n, (a, _) in split.items()}, {n: b for n, (_, b) in split.items()})
+    tables, f1_rows = [], []
+    for name, (tr_pool, te_pool) in datasets.items():
+        t0 = time.monotonic()
+        train = make_token_prompts(head, tr_pool, n_train, n_words, rng)
+        test = make_token_prompts(head, te_pool, n_test, n_words, rng)
+        if name == "words":  # the token lists equal tokenising the text whole
+            checked = test.tokens[:100]
+            same = sum(tok(tok.decode(r[len(head):]), add_special_tokens=False)["input_ids"] == r[len(head):]
+                       for r in checked)
+            info["test prompts equal to whole-text tokenisation"] = f"{same} of {len(checked)}"
+        both = TokenPrompts(train.tokens + test.tokens, np.concatenate([train.prompt, test.prompt + n_train]),
+                       np.concatenate([train.pos, test.pos]), np.concatenate([train.label, test.label]),
+                       np.concatenate([train.n_tokens, test.n_tokens]))
+        with model.hooks(fwd_hooks=fwd_hooks or []):
+            feats = collect_token_features(model, both, batch_size, pad, progress=progress, desc=name)
+        if name == "words":
+            # δ = 1 (increments "none") gives learned position = token index (BOS = 0) exactly
+            info["max |learned position - token index|"] = float(
+                np.abs(feats["position"] - both.pos[None]).max())
+        table, preds, balanced = probe_dataset(feats, train, test, C, learned, rng)
+        table.insert(0, "dataset", name)
+        tables.append(table)
+        info[f"{name}: balanced n"] = int(len(balanced))
+        info[f"{name}: balanced, best position-only accuracy"] = round(balanced_chance(
+            test.pos[balanced], test.label[balanced]), 3)
+        info[f"{name}: seconds"] = round(time.monotonic() - t0, 1)
+        best = int(table[table.predictor == "residual"].sort_values("test").iloc[-1].layer)
+        f1 = f1_score(test.label, preds[best], average=None, labels=list(range(n_words)))
+        base = fit_probe(train.pos[:, None], train.label, test.pos[:, None], C)
+        f1_pos = f1_score(test.label, base, average=None, labels=list(range(n_words)))
+        for k in range(n_words):
+            f1_rows.append({"dataset": name, "best layer": best, "index": k, "residual f1": float(f1[k]),
+                            "absolute position f1": float(f1_pos[k])})
+    return {"accuracy": pd.concat(tables, ignore_index=True), "f1": pd.DataFrame(f1_rows), "info": info}
+
+
+def token_summary_table(acc: pd.DataFrame) -> pd.DataFrame:
+    """One row per layer: residual test/balanced accuracy, learned-position columns, control."""
+    words = acc[acc.dataset == "words"]
+    res = words[words.predictor == "residual"].set_index("layer")
+    out = pd.DataFrame({"layer": res.index.astype(int), "residual test": res.test.values,
+                        "residual balanced": res.balanced.values})
+    for name in ("learned position", "residual + learned position"):
+        part = words[words.predictor == name].set_index("layer")
+        if len(part):
+            out[f"{name} test"] = part.test.reindex(res.index).values
+            out[f"{name} balanced"] = part.balanced.reindex(res.index).values
+    ctrl = acc[(acc.dataset == "random letters") & (acc.predictor == "residual")].set_index("layer")
+    if len(ctrl):
+        out["random letters test"] = ctrl.test.reindex(res.index).values
+    return out
+
+
+def token_report(result: dict[str, Any], model_name: str) -> str:
+    """The printed report of the BPE protocol."""
+    acc, f1, info = result["accuracy"], result["f1"], result["info"]
+    words = acc[acc.dataset == "words"]
+    summary = token_summary_table(acc)
+    best = summary.sort_values("residual test").iloc[-1]
+    pos = words[words.predictor.str.startswith("absolute")].set_index("predictor")
+    n_words = info["n_words"]
+    lines = [
+        f"# Word-index probes on {model_name} (BPE; the emergent-positions post's protocol)", "",
+        f"Set-up: {info['prefix tokens']} prefix tokens (BOS + filler ending in a newline and \"When\"), "
+        f"then {n_words} lowercase words, token count uniform 1–3 (pool sizes by token count "
+        f"{info['pool sizes by token count']} from /usr/share/dict/words, split 80/20), "
+        f"{info['train prompts']} train / {info['test prompts']} test prompts; probe = standardised "
+        "logistic regression on each layer's `hook_resid_post` at each word's last token. "
+        f"Balanced test subset: n = {info['words: balanced n']}, on which no position-only guess "
+        f"can exceed {info['words: balanced, best position-only accuracy']:.3f}. Chance = {1 / n_words:.3f}.", "",
+        "| | model | layer | words | test accuracy | balanced accuracy |",
+        "|---|---|---:|---:|---:|---:|",
+        f"| published follow-up | {PUBLISHED['model']} | {PUBLISHED['layer']} | {PUBLISHED['n_words']} | "
+        f"{PUBLISHED['test_accuracy']:.3f} | — |",
+        f"| this run, best layer | {model_name} | {int(best.layer)} | {n_words} | {best['residual test']:.3f} | "
+        f"{best['residual balanced']:.3f} |",
+        f"| position only (logistic) | {model_name} | — | {n_words} | {pos.loc['absolute position', 'test']:.3f} | "
+        f"{pos.loc['absolute position', 'balanced']:.3f} |",
+        f"| position only (per-position majority of train) | {model_name} | — | {n_words} | "
+        f"{pos.loc['absolute position (lookup)', 'test']:.3f} | {pos.loc['absolute position (lookup)', 'balanced']:.3f} |",
+        "", "## Accuracy by layer", "", markdown_table(summary), "",
+        "## Per-index F1 at the best layer (test set)", "",
+        markdown_table(f1[f1.dataset == "words"].drop(columns=["dataset"])), "",
+        "## Notes", "",
+    ]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------- command
 @dataclass
 class Params:
-    """Options of `run` (the command's flags of the same names)."""
+    """Options of `run` (the command's flags of the same names); None: the unit's default."""
 
     n_words: int = 7
-    n_train: int = 1500
-    n_test: int = 500
-    prefix: str = DEFAULT_PREFIX
+    n_train: int | None = None
+    n_test: int | None = None
+    full: bool = False
+    prefix: str | None = None
     min_len: int = 2
     max_len: int = 10
     C: float = 1.0
@@ -510,6 +460,18 @@ class Params:
     batch_size: int = 16
     progress: bool = True
 
+    def sizes(self, unit: str) -> tuple[int, int]:
+        """(train, test) prompts: the flags, else `SIZES` of the unit (``--full``: the protocol's)."""
+        train, test = SIZES[(unit, self.full)]
+        return self.n_train or train, self.n_test or test
+
+
+#: (unit, full) -> (train, test) prompts: a first look by default, the protocol with --full.
+SIZES = {("byte", False): (600, 200), ("byte", True): (1500, 500),
+         ("token", False): (300, 120), ("token", True): (800, 300)}  # fmt: skip
+#: The published follow-up: GPT-2 small, layer 3, 10 words.
+PUBLISHED = {"model": "GPT-2 small", "layer": 3, "n_words": 10, "test_accuracy": 0.749}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -517,28 +479,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_args(parser, "out/word_index_probes", batch_size=16, seed=True)
     parser.add_argument("--n-words", type=int, default=7, help="words per prompt (default 7)")
-    parser.add_argument("--n-train", type=int, default=1500, help="training prompts (default 1500)")
-    parser.add_argument("--n-test", type=int, default=500, help="test prompts (default 500)")
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="fixed prefix before the words")
-    parser.add_argument("--min-len", type=int, default=2, help="shortest word (bytes)")
-    parser.add_argument("--max-len", type=int, default=10, help="longest word (bytes)")
+    parser.add_argument("--n-train", type=int, default=None, help="training prompts (default: see --full)")
+    parser.add_argument("--n-test", type=int, default=None, help="test prompts (default: see --full)")
+    parser.add_argument("--full", action="store_true",
+                        help="the protocol's sizes (byte models 1500 / 500 prompts, bridges 800 / 300) "
+                             "instead of the first look (600 / 200, 300 / 120)")
+    parser.add_argument("--prefix", default=None, help="fixed prefix before the words (default: the unit's)")
+    parser.add_argument("--min-len", type=int, default=2, help="byte models: shortest word (bytes)")
+    parser.add_argument("--max-len", type=int, default=10, help="byte models: longest word (bytes)")
     parser.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the probes")
     parser.add_argument("--no-controls", action="store_true", help="skip random letters and shuffled labels")
     return parser
 
 
-def run(model: HookedIncrementTransformer, params: Params) -> Result:
+def run(model: HookedIncrementTransformer | Subject, params: Params) -> Result:
     """The probes, their tables (accuracy, f1, summary) and figures, and the printed report."""
     p = params
-    result = word_index_probes(
-        model, n_words=p.n_words, n_train=p.n_train, n_test=p.n_test, prefix=p.prefix,
-        min_len=p.min_len, max_len=p.max_len, controls=not p.no_controls, C=p.C,
-        seed=p.seed, batch_size=p.batch_size, progress=p.progress,
-    )  # fmt: skip
+    s = subject_of(model)
+    model = s.model
+    n_train, n_test = p.sizes(s.unit)
+    if s.unit == "token":
+        return _token_run(s, p, n_train, n_test)
+    try:
+        result = word_index_probes(
+            model, n_words=p.n_words, n_train=n_train, n_test=n_test, prefix=p.prefix or DEFAULT_PREFIX,
+            min_len=p.min_len, max_len=p.max_len, controls=not p.no_controls, C=p.C,
+            seed=p.seed, batch_size=p.batch_size, progress=p.progress,
+        )  # fmt: skip
+    except ValueError as e:  # prompts longer than the context, no word length with two words
+        raise InputError(str(e)) from e
     summary = result.summary()
-    variant = model.cfg.variant_name
+    variant = s.label
     lines = [
-        f"## Word-index probes ({variant}, {p.n_words} words, {p.n_train} train / {p.n_test} test prompts)\n",
+        f"## Word-index probes ({variant}, {p.n_words} words, {n_train} train / {n_test} test prompts)\n",
         "Accuracy at the last byte of each word (test words unseen in training). `learned` = "
         "logistic regression on the block's cumulative position alone"
         + (" (head mean; `learned heads` = all heads)" if result.per_head else "")
@@ -570,21 +543,53 @@ def run(model: HookedIncrementTransformer, params: Params) -> Result:
             "accuracy_by_layer": plot_accuracy(result, f"Word-index probes: {variant}"),
             "f1_by_index": plot_f1(result, f"Per-index F1: {variant}"),
         },
-        facts={"variant": variant, "n_layers": model.cfg.n_layers, "n_words": p.n_words,
-               "n_train": p.n_train, "n_test": p.n_test, **result.info},
+        facts={"variant": variant, "unit": s.unit, "n_layers": s.n_layers, "n_words": p.n_words,
+               "n_train": n_train, "n_test": n_test, **result.info},
     )  # fmt: skip
 
 
-def main(argv: Sequence[str] | None = None) -> Result | None:
-    # Pretrained BPE models (e.g. smollm2-135m) take the token-level protocol.
-    from lens_positions.rotary_models import is_rotary_model_name
+def _token_run(s: Subject, p: Params, n_train: int, n_test: int) -> Result:
+    """`run` on a bridge: the BPE protocol's tables accuracy, f1 and summary, the report."""
+    try:
+        result = token_word_index_probes(
+            s.model, n_words=p.n_words, n_train=n_train, n_test=n_test, C=p.C, seed=p.seed,
+            batch_size=p.batch_size, controls=not p.no_controls, prefix=p.prefix or TOKEN_PREFIX,
+            progress=p.progress,
+        )  # fmt: skip
+    except WordListMissing as e:
+        raise InputError(str(e)) from e
+    summary = token_summary_table(result["accuracy"])
+    return Result(
+        token_report(result, s.name if s.increments == "none" else f"{s.name}-{s.increments.replace('_', '-')}"),
+        tables={"accuracy": result["accuracy"], "f1": result["f1"], "summary": summary},
+        figures={"accuracy_by_layer": plot_token_accuracy(summary, f"Word-index probes: {s.label}")},
+        facts={"variant": s.label, "unit": s.unit, "n_layers": s.n_layers, "n_words": p.n_words,
+               "n_train": n_train, "n_test": n_test, **{k: v for k, v in result["info"].items()
+                                                        if not isinstance(v, dict)}},
+    )  # fmt: skip
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    model_arg = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--model"), None)
-    if model_arg is not None and is_rotary_model_name(model_arg):
-        from analyses import _word_index_bpe
 
-        return _word_index_bpe.main(args)
+def plot_token_accuracy(summary: pd.DataFrame, title: str = ""):
+    """Bridges: test and balanced accuracy of the residual probe by layer (the learned position
+    and the random-letters control where measured)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.8))
+    ax = fig.subplots()
+    for col, style in (("residual test", "o-"), ("residual balanced", "o--"),
+                       ("learned position test", "s-"), ("random letters test", "x:")):
+        if col in summary:
+            ax.plot(summary["layer"], summary[col], style, ms=4, label=col)
+    ax.set_xlabel("layer (hook_resid_post)")
+    ax.set_ylabel("word-index accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7)
+    ax.set_title(title or "Word-index probes", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: Sequence[str] | None = None) -> Result:
     return command_main("word_index_probes", argv)
 
 

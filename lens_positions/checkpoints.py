@@ -131,13 +131,15 @@ def load_config(directory: Path) -> IncrementConfig:
         raise CheckpointError(f"{path}: invalid config ({e})") from e
 
 
-def load_pretrained(name_or_dir: str | Path, device: str | None = None) -> HookedIncrementTransformer:
+def load_pretrained(
+    name_or_dir: str | Path, device: str | None = None, *, model_class: type[HookedIncrementTransformer]
+) -> HookedIncrementTransformer:
     """Build the model of a checkpoint folder (or shipped name) and load its weights, in eval mode.
 
-    Config files written before a field existed load with its default (the model they describe).
+    model_class: the class to build (`HookedIncrementTransformer.from_pretrained` passes itself, so
+    that this module never imports the model's). Config files written before a field existed load
+    with its default (the model they describe).
     """
-    from lens_positions.model import HookedIncrementTransformer
-
     directory = resolve(name_or_dir)
     cfg = load_config(directory)
     weights = directory / WEIGHTS_FILE
@@ -148,7 +150,7 @@ def load_pretrained(name_or_dir: str | Path, device: str | None = None) -> Hooke
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights}: corrupt or unreadable safetensors file ({e})") from e
     cfg.device = "cpu"  # where the weights are now (a config saved on a GPU says cuda)
-    model = HookedIncrementTransformer(cfg)
+    model = model_class(cfg)
     load_state(model, state, str(weights))
     if model.delta_table is not None:
         try:

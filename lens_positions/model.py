@@ -443,7 +443,7 @@ class HookedIncrementTransformer(HookedRootModule):
         """Load a shipped model by name (see `lens_positions.checkpoints.list_models`) or a saved folder."""
         from lens_positions.checkpoints import load_pretrained
 
-        return load_pretrained(name_or_dir, device=device)
+        return load_pretrained(name_or_dir, device=device, model_class=cls)
 
     @classmethod
     def from_reference_checkpoint(cls, path: str | Path, device: str | None = None) -> HookedIncrementTransformer:
@@ -451,4 +451,4 @@ class HookedIncrementTransformer(HookedRootModule):
         increments-experiment): a torch file with ``model_config`` and ``model_state_dict``."""
         from lens_positions.reference import load_reference_checkpoint
 
-        return load_reference_checkpoint(path, device=device)
+        return load_reference_checkpoint(path, device=device, model_class=cls)

@@ -113,9 +113,11 @@ def state_from_reference(sd: dict[str, torch.Tensor], cfg: IncrementConfig) -> d
     return {k: v.detach().float().contiguous() for k, v in out.items()}
 
 
-def load_reference_checkpoint(path: str | Path, device: str | None = None) -> HookedIncrementTransformer:
-    """Load a reference-experiment checkpoint as a `HookedIncrementTransformer` (eval mode)."""
-    from lens_positions.model import HookedIncrementTransformer
+def load_reference_checkpoint(
+    path: str | Path, device: str | None = None, *, model_class: type[HookedIncrementTransformer]
+) -> HookedIncrementTransformer:
+    """Load a reference-experiment checkpoint as a ``model_class`` (`HookedIncrementTransformer`,
+    which passes itself), in eval mode."""
 
     path = Path(path)
     if not path.is_file():
@@ -134,7 +136,7 @@ def load_reference_checkpoint(path: str | Path, device: str | None = None) -> Ho
         state = state_from_reference(sd, cfg)
     except KeyError as e:
         raise CheckpointError(f"{path}: model_state_dict lacks {e.args[0]!r} needed by this config") from e
-    model = HookedIncrementTransformer(cfg)
+    model = model_class(cfg)
     load_state(model, state, str(path))
     if device is not None:
         model.to(device)

@@ -238,9 +238,9 @@ def delta_table(result: TextIncrements) -> str:
 def variant_label(model: HookedIncrementTransformer) -> str:
     """The model's variant as the report names it (``per-layer``; a pretrained rotary model:
     ``pretrained rotary, per-layer increments``)."""
-    from lens_positions.token_units import is_token_model
+    from lens_positions.subject import subject_of
 
-    if is_token_model(model):
+    if subject_of(model).unit == "token":
         if model.increments == "none":
             return "pretrained rotary, no learned increments"
         return f"pretrained rotary, {model.increments.replace('_', '-')} increments"

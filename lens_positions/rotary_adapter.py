@@ -16,6 +16,7 @@ the bridged model is a plain Llama with no peft layers in its way. Shipped adapt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,12 +26,28 @@ import torch
 from torch import Tensor, nn
 
 from lens_positions.atomic import atomic_open, write_json_atomic
-from lens_positions.rotary_models import RotaryModelError, base_fingerprint
 
 FORMAT = "lens_positions.rotary-adapter/v1"
 META_NAME = "adapter.json"
 TENSORS_NAME = "adapter.safetensors"
 SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+class RotaryModelError(ValueError):
+    """A model name, architecture or adapter that `load_rotary_model` cannot use."""
+
+
+def base_fingerprint(hf_model: nn.Module) -> str:
+    """Short hash of the base model's shape and (a strided sample of) its embedding weights."""
+    cfg = hf_model.config
+    emb = hf_model.get_input_embeddings().weight.detach()
+    h = hashlib.sha256()
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "intermediate_size"):
+        h.update(f"{key}={getattr(cfg, key, None)};".encode())
+    h.update(emb[::97].to(torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
 
 
 def resolve_adapter(adapter: str | os.PathLike) -> Path:

@@ -31,7 +31,6 @@ is supported for ``"none"`` only (learned positions would need the cached runnin
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import os
 import sys
@@ -46,6 +45,7 @@ from transformer_lens.hook_points import HookPoint
 
 from lens_positions.config import INCREMENT_VARIANTS, IncrementConfig
 from lens_positions.increments import DeltaMLP, positions_from_deltas
+from lens_positions.rotary_adapter import RotaryModelError, base_fingerprint  # noqa: F401 - re-exported
 
 #: Short names that resolve to a model installed as a Python package (no Hub access needed).
 WHEEL_MODELS: dict[str, dict[str, str]] = {
@@ -65,10 +65,6 @@ PER_HEAD_UNSUPPORTED = (
     "shared key head (grouped-query attention) with one (cos, sin) table for all heads, and "
     "per-head positions would need one key rotation per query head"
 )
-
-
-class RotaryModelError(ValueError):
-    """A model name, architecture or adapter that `load_rotary_model` cannot use."""
 
 
 # ------------------------------------------------------------------------------ resolving names
@@ -164,18 +160,6 @@ def check_rotary(hf_model: nn.Module, name: str) -> nn.Module:
             "length; only static frequency tables (default, linear, llama3, yarn) are supported"
         )
     return rotary
-
-
-def base_fingerprint(hf_model: nn.Module) -> str:
-    """Short hash of the base model's shape and (a strided sample of) its embedding weights."""
-    cfg = hf_model.config
-    emb = hf_model.get_input_embeddings().weight.detach()
-    h = hashlib.sha256()
-    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "intermediate_size"):
-        h.update(f"{key}={getattr(cfg, key, None)};".encode())
-    h.update(emb[::97].to(torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------ the graft

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lens_positions.token_units import DEFAULT_WINDOW, is_token_model, token_chunks
+from lens_positions.subject import subject_of
+from lens_positions.token_units import DEFAULT_WINDOW, token_chunks
 from lens_positions.tokenizer import SEPARATOR_STR, CharSpan, char_spans, decode
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ def compute_increments(
 
     if not text:
         raise ValueError("empty text: there is nothing to report on")
-    unit = "token" if is_token_model(model) else "character"
+    unit = "token" if subject_of(model).unit == "token" else "character"
     if unit == "token":
         window = min(window, int(model.cfg.n_ctx) - 1)
         chunk_ids, spans = token_chunks(model, text, window)

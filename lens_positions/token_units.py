@@ -10,46 +10,33 @@ characters. That is exactly how a byte model's character spans several bytes, so
 
 Facts that every token-level consumer shares live here (``analyses._tokens`` reuses them):
 
-- `is_token_model`, `bos_id`, `encode`;
+- `bos_id`, `encode` (which kind a model is: `lens_positions.subject.subject_of`);
 - `token_units`: the unit spans of a token sequence, checked to give back the text exactly;
 - `token_chunks`: a text cut into windows of at most ``window`` tokens (between units), each
   after a BOS;
 - `unit_glyph`, `unit_em`: what the spaced views draw for a unit and how wide it is;
-- `token_spaced_text_data`: `lens_positions.plots.SpacedText` of a text by token.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
-
-import torch
+from typing import Any
 
 from lens_positions.glyphs import glyph, glyph_em
+from lens_positions.subject import REPORT_WINDOW_TOKENS, tokenizer_start_id
 from lens_positions.tokenizer import SEPARATOR_STR, CharSpan
 
-if TYPE_CHECKING:
-    from lens_positions.plots import SpacedText
-
-#: Tokens per chunk of the report on a pretrained model (before its BOS). The shipped adapter was
-#: trained on 256-token windows; 512 keeps a page of text in one or two chunks.
-DEFAULT_WINDOW = 512
+#: Tokens per chunk of the report on a pretrained model (`lens_positions.subject`).
+DEFAULT_WINDOW = REPORT_WINDOW_TOKENS
 #: Most tokens one character can take (UTF-8 has at most 4 bytes, BPE at least one byte a token).
 _MAX_SPLIT = 4
-
-
-def is_token_model(model: Any) -> bool:
-    """True for a pretrained rotary bridge (`lens_positions.load_rotary_model`), False for the
-    byte models (`lens_positions.HookedIncrementTransformer`)."""
-    return hasattr(model, "increment_graft")
 
 
 def bos_id(model: Any) -> int:
     """The token that starts every window (BOS, or EOS for tokenizers without one); the same id
     ``model.to_tokens`` prepends."""
-    tok = model.tokenizer
-    return int(tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
+    return tokenizer_start_id(model.tokenizer)
 
 
 def encode(model: Any, text: str) -> list[int]:
@@ -161,36 +148,3 @@ def is_blank(text: str, unit: str) -> bool:
     if unit != "token":
         return glyph(text) != text
     return not text.strip()
-
-
-@torch.no_grad()
-def token_spaced_text_data(
-    model: Any,
-    text: str,
-    fwd_hooks: Sequence[tuple[Any, Callable[..., Any]]]
-    | Callable[[torch.Tensor], Sequence[Any]]
-    | None = None,
-) -> SpacedText:
-    """`lens_positions.plots.spaced_text_data` of a pretrained rotary bridge: ``text`` after a BOS,
-    one unit per token (a split character whole), every reported layer's δ from
-    ``blocks.{l}.hook_delta``; fwd_hooks as there (a list, or a function of the tokens [1, pos])."""
-    from lens_positions.plots import delta_rows, spaced_text_from_spans
-
-    if not text:
-        raise ValueError("empty text: nothing to draw")
-    chunks, spans = token_chunks(model, text, window=int(model.cfg.n_ctx) - 1)
-    if len(chunks) > 1:
-        raise ValueError(f"text is longer than the context ({model.cfg.n_ctx} tokens with the BOS)")
-    ids = chunks[0]
-    tokens = torch.tensor([ids], dtype=torch.long, device=next(model.parameters()).device)
-    rows = delta_rows(model)
-    names = [f"blocks.{layer}.hook_delta" for layer, _ in rows]
-    user = list(fwd_hooks(tokens) if callable(fwd_hooks) else (fwd_hooks or []))
-    with model.hooks(fwd_hooks=user):
-        _, cache = model.run_with_cache(tokens, names_filter=names)
-    deltas = torch.stack([cache[n][0] for n in names]).float().cpu().numpy()  # [rows, pos]
-    units = [CharSpan(s.text, s.start - 1, s.end - 1) for s in spans[1:]]  # after the BOS
-    return spaced_text_from_spans(
-        text, units, [u.text.encode("utf-8") for u in units], deltas[:, 1:], [label for _, label in rows],
-        unit="token", ids=ids[1:],
-    )

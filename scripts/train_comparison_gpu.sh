@@ -18,7 +18,7 @@
 # into EXPORT/<variant>.tar (one file per variant: the device returns at most 8 files).
 # CONFIG (default paper) and VARIANTS (default all four) exist for the CPU test at tiny size.
 #
-# Payload (measured for data/tokens-v2, REFERENCE §10): the xz pack is ~29 MiB (3.0x on these
+# Payload (measured for data/tokens-v2, docs/offline.md): the xz pack is ~29 MiB (3.0x on these
 # bytes) and the checkout ~63 MiB (tests/test_repository.py keeps it under 64), of which 51 MB are
 # the four shipped weight files, which
 # training does not read. Move lens_positions/pretrained/ out of the checkout for the call (and

@@ -168,15 +168,12 @@ def test_layers_out_of_range_are_a_usage_error(module, flag, tiny_model_dir, tmp
 
 
 def test_word_index_probes_accepts_every_flag_its_help_lists():
-    import argparse
+    from analyses import word_index_probes
 
-    from analyses import _word_index_bpe
-
-    parser = argparse.ArgumentParser()
-    _word_index_bpe.add_args(parser)
+    parser = word_index_probes.build_parser()
     flags = [a.option_strings[0] for a in parser._actions if a.option_strings and a.nargs == 0]
-    args = parser.parse_args(["--model", "m", *[f for f in flags if f != "-h"]])
-    assert args.no_progress is True
+    args = parser.parse_args(["--model", "smollm2-135m", *[f for f in flags if f != "-h"]])
+    assert args.no_progress is True and args.full is True
 
 
 # ----------------------------------------------------------------------------- folders a command made
@@ -242,3 +239,13 @@ def test_a_bridge_checks_its_tokens_like_the_byte_model(bridge, make, error, mes
         with pytest.raises(error, match=message):
             call(bad)
     assert bridge(torch.tensor([[1, 2, 3]])).shape[:2] == (1, 3)
+
+
+def test_token_increments_refuses_a_byte_model_by_name(tiny_model_dir, tmp_path, capsys):
+    from analyses import token_increments
+
+    with pytest.raises(SystemExit) as e:
+        token_increments.main(["--model", str(tiny_model_dir), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "is a byte model" in err and "analyses.byte_increments" in err
+    assert not (tmp_path / "out").exists()

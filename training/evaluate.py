@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from lens_positions.checkpoints import CheckpointError, load_pretrained
+from lens_positions import HookedIncrementTransformer
+from lens_positions.checkpoints import CheckpointError
 from training import distributed
 from training.corpus import load_tokens
 from training.frozen import FINAL_NAME
@@ -47,7 +48,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """{"model", "data", "split", "loss" (nats/byte), "bpb", "tokens", "windows", "seconds"}."""
     tokens = load_tokens(data_dir, split)
-    model = load_pretrained(resolve_model(model_name), device=device)
+    model = HookedIncrementTransformer.from_pretrained(resolve_model(model_name), device=device)
     t0 = time.monotonic()
     result = evaluate(
         model, tokens, model.cfg.n_ctx, batch_size, max_windows, torch.device(device), "fp32",

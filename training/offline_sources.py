@@ -3,7 +3,7 @@
 Each `CorpusSource` is named with its language (`zh-inews`, `en-linux-doc`, ...) and yields raw
 documents `(doc_id, text)`; `training.build_offline_corpus` then filters them (boilerplate lines,
 licences, cross-source line dedup) and writes one JSON-lines file per source. Extraction notes
-(REFERENCE §9) live next to each extractor.
+(docs/offline.md) live next to each extractor.
 
 Where things are looked up (`Locator`):
 

@@ -2,7 +2,7 @@
 
     python -m analyses.results --out results [--quick] [--threads 2]
 
-Writes ``OUT/RESULTS.md``: Markdown tables next to the published numbers (REFERENCE.md §2-§4),
+Writes ``OUT/RESULTS.md``: Markdown tables next to the published numbers (docs/method.md),
 each with the exact command of the analysis module that reproduces it, and every module's own
 output (its printed report as ``*.md``, CSV tables and figures) under ``OUT/<analysis>/``.
 

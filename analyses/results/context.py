@@ -22,6 +22,7 @@ from lens_positions.atomic import atomic_open, write_text_atomic
 from lens_positions.checkpoints import list_models, load_config, resolve
 from lens_positions.config import IncrementConfig
 from lens_positions.runs import METRICS_FILE, VARIANT_ORDER, read_card, read_metrics
+from lens_positions.subject import WINDOW_BYTES
 
 #: How a shipped model is named after its variant (``bilingual-per-layer``).
 SHIPPED_PREFIX = "bilingual-"
@@ -55,7 +56,7 @@ class Bounds:
     patch_carriers: int = 3
     attr_windows: int = 16  # 255-byte windows for δ attribution
     axis_windows: int = 32  # 255-byte windows for the learned-axis look-back
-    window_bytes: int = 255  # bytes per window of the three analyses above
+    window_bytes: int = WINDOW_BYTES  # bytes per window of the three analyses above
     quick_docs: int = 0  # >0: read excerpts of this many documents per language (--quick)
     quick_chars: int = 0  # ... of at most this many characters
 
@@ -172,7 +173,7 @@ class Context:
     def windows(self, n: int) -> list[str]:
         """``--max-windows`` (and ``--window-bytes`` unless the modules' default 255)."""
         b = self.bounds.window_bytes
-        return ["--max-windows", str(n), *([] if b == 255 else ["--window-bytes", str(b)])]
+        return ["--max-windows", str(n), *([] if b == WINDOW_BYTES else ["--window-bytes", str(b)])]
 
     def has(self, variant: str) -> bool:
         return variant in self.models

@@ -192,22 +192,22 @@ def section_axis(ctx: Context) -> str:
             *ctx.windows(ctx.bounds.axis_windows), *views, *ctx.common(), "--out", str(out)]  # fmt: skip
     result = ctx.run("learned_axis_attention", argv, out)
     table = result.tables["look_back"]
-    cols = ["lookback_learned", "lookback_bytes", "uniform_learned", "uniform_bytes", "mean_delta", "ratio"]
+    cols = ["lookback_learned", "lookback_units", "uniform_learned", "uniform_units", "mean_delta", "ratio"]
     layers = table.groupby("layer", sort=False)[cols].mean().reset_index()
     spread = table.groupby("layer", sort=False).ratio.agg(["min", "max"]).reset_index(drop=True)
     layers["ratio range (heads)"] = [fmt_range(a, b) for a, b in zip(spread["min"], spread["max"], strict=True)]
     return "\n".join([
         "Attention look-back of the per-layer model measured on the learned axis, over "
         f"{int(table.n_queries.iloc[0]):,} queries ({result.facts['windows']} held-out windows of "
-        f"{result.facts['window_bytes']} bytes): mean over heads of Σ_k pattern·(p_q − p_k) (`lookback_learned`) and "
-        "Σ_k pattern·(q − k) (`lookback_bytes`), uniform causal attention as the position-blind "
+        f"{result.facts['window_units']} bytes): mean over heads of Σ_k pattern·(p_q − p_k) (`lookback_learned`) and "
+        "Σ_k pattern·(q − k) in bytes (`lookback_units`), uniform causal attention as the position-blind "
         "baseline, and `ratio` = learned / (bytes × mean δ): above 1 when a head's keys lie across "
         "larger-than-average increments.",
         "",
         markdown_table(layers),
         "",
         "Interactive attention on the byte and learned axes (offline circuitsvis"
-        + (f"; layers 1 and {n_layers - 1}, the first {result.facts['view_bytes']} bytes of the sample paragraph" if views else "")
+        + (f"; layers 1 and {n_layers - 1}, the first {result.facts['view_units']} bytes of the sample paragraph" if views else "")
         + "): "
         f"[{rel(out / 'attention.html', ctx.out)}]({rel(out / 'attention.html', ctx.out)}).",
         "",

@@ -343,7 +343,7 @@ def section_heads(ctx: Context) -> str:
     heads = result.tables["head_rates"]
     per_layer = heads.groupby("layer", sort=False).agg(
         mean_delta_min=("mean_delta", "min"), mean_delta_max=("mean_delta", "max"),
-        lookback_bytes_min=("lookback_bytes", "min"), lookback_bytes_max=("lookback_bytes", "max"),
+        lookback_units_min=("lookback_units", "min"), lookback_units_max=("lookback_units", "max"),
         lookback_learned_mean=("lookback_learned", "mean"),
     ).reset_index()  # fmt: skip
     c = corr[corr.scope == "all"].iloc[0]
@@ -356,10 +356,10 @@ def section_heads(ctx: Context) -> str:
             from scipy.stats import pearsonr
 
             rest = heads.drop(index=dev.idxmax())
-            r_rest = float(pearsonr(rest.mean_delta, rest.lookback_bytes).statistic)
+            r_rest = float(pearsonr(rest.mean_delta, rest.lookback_units).statistic)
             note = (
                 f"; one outlier head, {top.layer}H{top['head']} (mean δ "
-                f"{top.mean_delta:.2f}, look-back {top.lookback_bytes:.0f} bytes): without it "
+                f"{top.mean_delta:.2f}, look-back {top.lookback_units:.0f} bytes): without it "
                 f"r = {r_rest:.2f}"
             )
         ctx.observations.append(

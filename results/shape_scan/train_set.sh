@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The shipped set of issue 20 at the scan's chosen shape (d_model 96, 3 heads, 6 layers, SwiGLU
-# 384, context 256), same steps (STEPS, 1000 by default), data order and seed for every variant, one thread each, two at
+# 384, context 256), same steps (STEPS, 2400 by default), data order and seed for every variant, one thread each, two at
 # a time. A run that was cut off continues with the same command plus --resume.
 #   bash results/shape_scan/train_set.sh DATA RUNS VARIANT... [-- EXTRA FLAGS]
 # VARIANT: none | shared | per_layer | per_layer_per_head | per_layer_signed
@@ -10,7 +10,7 @@ PY=${PY:-.venv/bin/python}
 variants=(); while [ $# -gt 0 ] && [ "$1" != "--" ]; do variants+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 shape=(--config cpu --n-layers 6 --d-model 96 --n-heads 3 --d-mlp 384 --n-ctx 256 --batch-size 32
-       --steps "${STEPS:-1000}" --warmup 100 --eval-every 200 --eval-windows 128 --final-eval-windows 2048
+       --steps "${STEPS:-2400}" --warmup 100 --eval-every 200 --eval-windows 128 --final-eval-windows 2048
        --checkpoint-every 100 --log-every 10 --seed 0 --threads 1 --no-progress --data "$DATA")
 flags_of() {
   case $1 in

@@ -183,3 +183,16 @@ def test_a_pretrained_rotary_bridge_is_handed_to_token_increments(tiny_bridge, t
     for bad in (byte_increments.Params(per_head=True), byte_increments.Params(text_file=[])):
         with pytest.raises(InputError, match="analyses.token_increments"):
             byte_increments.run(tiny_bridge, bad)
+
+
+def test_the_figure_takes_a_mean_a_float_error_past_its_bounds():
+    """A category whose bytes all have one δ: the occurrence-weighted mean can land 1e-9 past its
+    min or max; the error bars must not fail on that (they did on a per-head model)."""
+    import pandas as pd
+
+    cats = list(BYTE_CATEGORIES)
+    table = pd.DataFrame({"source": "context", "layer": "L0", "head": "mean", "category": cats,
+                          "min": 1.0, "max": 1.0, "mean": [1.0 + 1e-9, 1.0 - 1e-9] * (len(cats) // 2)
+                          + [1.0] * (len(cats) % 2)})
+    fig = byte_increments.plot_byte_increments(table)
+    assert fig.axes

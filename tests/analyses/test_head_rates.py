@@ -36,7 +36,7 @@ def test_previous_token_attention_has_lookback_one(increments, per_head):
     )
     heads = result.heads
     assert len(heads) == 3 * model.cfg.n_heads
-    np.testing.assert_allclose(heads["lookback_bytes"], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(heads["lookback_units"], 1.0, rtol=1e-6)
     # Attending to the previous token spans exactly the query's own δ in learned positions.
     np.testing.assert_allclose(heads["lookback_learned"], heads["mean_delta"], rtol=1e-5)
     if not per_head:  # every head carries its layer's δ
@@ -47,7 +47,7 @@ def test_attention_to_the_separator_looks_back_to_the_start():
     model = make_model("per_layer")
     text = "abcdefghij"  # 11 tokens with the separator: queries 1..10 look back q bytes
     result = head_rates(model, [text], fwd_hooks=pattern_hooks(3, lambda q: 0), progress=False)
-    np.testing.assert_allclose(result.heads["lookback_bytes"], np.mean(np.arange(1, 11)), rtol=1e-6)
+    np.testing.assert_allclose(result.heads["lookback_units"], np.mean(np.arange(1, 11)), rtol=1e-6)
     assert (result.heads["n_queries"] == 10).all()
 
 
@@ -140,6 +140,6 @@ def test_head_rates_and_learned_axis_attention_agree(any_model):
     axis = look_back_distances(any_model, whole, batch_size=3, progress=False)
     rates = head_rates(any_model, [bytes(w[1:]).decode() for w in whole], progress=False).heads
     assert len(whole) >= 2
-    for col in ("mean_delta", "lookback_bytes", "lookback_learned", "uniform_learned", "ratio"):
+    for col in ("mean_delta", "lookback_units", "lookback_learned", "uniform_learned", "ratio"):
         np.testing.assert_allclose(axis[col], rates[col], rtol=1e-5, atol=1e-6, err_msg=col)
     assert (axis.n_queries == rates.n_queries).all()

@@ -62,7 +62,7 @@ def test_previous_token_heads_look_back_one_delta(increments, per_head):
     assert len(table) == model.cfg.n_layers * model.cfg.n_heads
     # p_q - p_{q-1} = δ_q: the look-back in learned units is the query's own δ
     torch.testing.assert_close(torch.tensor(table.lookback_learned.to_numpy()), torch.full((len(table),), query_delta, dtype=torch.float64))
-    assert (table.lookback_bytes - 1).abs().max() < 1e-12
+    assert (table.lookback_units - 1).abs().max() < 1e-12
     # mean δ over the same queries (the separator left out, as in `head_rates`): ratio 1
     assert (table.mean_delta - query_delta).abs().max() < 1e-9
     assert (table.mean_delta - token_delta).abs().max() > 1e-3  # the separator's δ is not counted
@@ -81,13 +81,13 @@ def test_uniform_attention_matches_the_uniform_baseline():
     table = look_back_distances(model, WINDOWS, fwd_hooks=[(lambda n: n.endswith("hook_pattern"), uniform)], progress=False)
     # (the hooked pattern is float32: agreement to float32 precision)
     assert (table.lookback_learned - table.uniform_learned).abs().max() < 1e-5
-    assert (table.lookback_bytes - table.uniform_bytes).abs().max() < 1e-5
+    assert (table.lookback_units - table.uniform_units).abs().max() < 1e-5
 
 
 def test_integer_rope_look_back_is_the_same_in_both_units():
     model = perturb_deltas(HookedIncrementTransformer(small_config("none")).eval())
     table = look_back_distances(model, WINDOWS, progress=False)
-    assert (table.lookback_learned - table.lookback_bytes).abs().max() < 1e-9
+    assert (table.lookback_learned - table.lookback_units).abs().max() < 1e-9
     assert (table.ratio - 1).abs().max() < 1e-9 and (table.mean_delta == 1).all()
 
 
@@ -127,8 +127,8 @@ def test_views_render_offline_with_one_bundle(any_model):
 def test_look_back_runs_on_every_variant(any_model):
     tokens, _ = pad_batch(WINDOWS)
     table = look_back_distances(any_model, WINDOWS, progress=False)
-    assert table.lookback_learned.notna().all() and (table.lookback_bytes >= 0).all()
-    assert (table.lookback_bytes <= tokens.shape[1]).all()
+    assert table.lookback_learned.notna().all() and (table.lookback_units >= 0).all()
+    assert (table.lookback_units <= tokens.shape[1]).all()
 
 
 def test_command_prints_tables_and_writes_figures(tmp_path, capsys):

@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from analyses._common import SAMPLE_TEXTS, byte_windows
+from analyses._entity_patching import _byte_prompts
+from analyses._interventions import _mean_delta, _permuted_delta
 from analyses.position_patching import (
     INTERVENTIONS,
-    _mean_delta,
-    _permuted_delta,
     entity_patching,
-    entity_prompts,
     intervention_hooks,
     position_interventions,
 )
@@ -68,7 +67,7 @@ def test_windows_must_share_a_length():
         position_interventions(model, [[256, 97], [256, 97, 98]], progress=False)
 
 
-PROMPTS = entity_prompts([("New", "York"), ("Cold", "War"), ("Hong", "Kong")], ["near {a} {b}"], continuation=". ")
+PROMPTS = _byte_prompts([("New", "York"), ("Cold", "War"), ("Hong", "Kong")], ["near {a} {b}"], continuation=". ")
 
 
 def test_entity_prompts_are_reversed_twins():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from analyses import spaced_text
-from lens_positions import plots
+from lens_positions import plots, spaced_figure
 from lens_positions.plots import (
     DEFAULT_SENTENCES,
     find_cjk_font,
@@ -96,7 +96,7 @@ def test_cjk_font_is_found_or_a_warning_is_given(monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             plot_spaced_text(data)
-    monkeypatch.setattr(plots, "find_cjk_font", lambda: None)
+    monkeypatch.setattr(spaced_figure, "find_cjk_font", lambda: None)
     with pytest.warns(UserWarning, match="no CJK font"):
         plot_spaced_text(data)
 

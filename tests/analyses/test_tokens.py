@@ -15,9 +15,11 @@ def tiny(tmp_path_factory):
     return load_rotary_model(folder, increments="per_layer")
 
 
-def test_is_token_model(tiny, any_model):
-    assert _tokens.is_token_model(tiny)
-    assert not _tokens.is_token_model(any_model)
+def test_subject_of_tells_a_bridge_from_a_byte_model(tiny, any_model):
+    from lens_positions.subject import subject_of
+
+    assert subject_of(tiny).unit == "token" and subject_of(tiny).start_id == _tokens.bos_id(tiny)
+    assert subject_of(any_model).unit == "byte"
 
 
 def test_token_windows_join_documents_with_eos_after_a_bos(tiny):

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lens_positions.checkpoints import load_pretrained
+from lens_positions import HookedIncrementTransformer
 from training.configs import named_config
 from training.corpus import decode_documents, has_split, load_tokens, prepare_tokens, read_metadata
 from training.evaluate import evaluate_model
@@ -118,7 +118,7 @@ def test_trainer_logs_ood_and_evaluate_matches_a_direct_computation(
     assert card["final"]["ood_loss"] == final["ood_loss"]
     assert "out-of-domain loss" in (run / "final" / "card.md").read_text()
 
-    model = load_pretrained(run / "final")
+    model = HookedIncrementTransformer.from_pretrained(run / "final")
     ood = load_tokens(ood_tokens, "ood")
     expected, count = direct_loss(model, ood, cfg.model.n_ctx)
     assert final["ood_tokens"] == count

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from analyses import _entities_bpe as eb
 from analyses import entities
+from analyses import entities as eb
 from analyses._common import InputError
 from lens_positions.rotary_models import load_rotary_model
 
@@ -79,7 +79,7 @@ def test_delta_known_by_token_gives_known_statistics(tiny_bridge):
     def fn(tokens: torch.Tensor, layer: int) -> torch.Tensor:
         return torch.where(torch.isin(tokens, targets), 0.5, 1.0)
 
-    result = eb.entity_analysis(tiny_bridge, {"known": KNOWN}, fwd_hooks=delta_hooks(fn, 2), progress=False)
+    result = eb.token_entity_analysis(tiny_bridge, {"known": KNOWN}, fwd_hooks=delta_hooks(fn, 2), progress=False)
     pairs = result.pairs
     assert list(dict.fromkeys(pairs.layer)) == ["L0", "L1"]
     np.testing.assert_allclose(pairs.real, 0.5)

@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from analyses import _position_patching_bpe as bpe
 from analyses import _tokens
+from analyses import position_patching as bpe
+from analyses._interventions import _integer_positions
 from analyses.position_patching import (
     INTERVENTIONS,
     Params,
-    _integer_positions,
     entity_patching,
     integer_start,
     position_interventions,

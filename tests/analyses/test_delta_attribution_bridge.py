@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analyses import _delta_attribution_bpe as bpe
+from analyses import _residual_parts as bpe
 from analyses import _tokens
 from analyses.delta_attribution import Params, attribute_batch, delta_attribution, delta_logits, run
 from lens_positions.rotary_models import load_rotary_model, save_tiny_llama

@@ -1,4 +1,4 @@
-"""The BPE word-index protocol on a tiny random Llama (fast; SmolLM2 runs are in results/)."""
+"""The word-index probes' BPE protocol on a tiny random Llama (fast; SmolLM2 runs are in results/)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from analyses import _word_index_bpe as wib
+from analyses import _probe_fits, _word_index_data
+from analyses import word_index_probes as wip
 from lens_positions.rotary_models import load_rotary_model, save_tiny_llama
 
 #: Words the tiny tokenizer holds whole, and others it splits into 2-3 or more tokens.
@@ -32,7 +33,7 @@ def test_protocol_reads_each_words_last_token(tiny_dir):
         out[..., 0] = 50.0 * torch.arange(resid.shape[1], dtype=resid.dtype)
         return out
 
-    result = wib.run(model, n_train=60, n_test=30, words=WORDS, batch_size=7, letters_per_length=20,
+    result = wip.token_word_index_probes(model, n_train=60, n_test=30, words=WORDS, batch_size=7, letters_per_length=20,
                      fwd_hooks=[("blocks.0.hook_resid_post", plant)])
     acc, info = result["accuracy"], result["info"]
     words = acc[acc.dataset == "words"]
@@ -50,10 +51,10 @@ def test_protocol_reads_each_words_last_token(tiny_dir):
 
 def test_grafted_model_adds_learned_position_predictors(tiny_dir):
     model = load_rotary_model(tiny_dir, increments="per_layer")
-    result = wib.run(model, n_train=30, n_test=15, words=WORDS, controls=False)
+    result = wip.token_word_index_probes(model, n_train=30, n_test=15, words=WORDS, controls=False)
     predictors = set(result["accuracy"].predictor)
     assert {"learned position", "residual + learned position"} <= predictors
-    text = wib.report(result, "tiny", "cmd")
+    text = wip.token_report(result, "tiny")
     assert "0.749" in text and "learned position test" in text
 
 
@@ -61,7 +62,7 @@ def test_balanced_subset_removes_position_information():
     rng = np.random.default_rng(0)
     pos = rng.integers(0, 12, 600)
     label = np.clip(pos // 2 + rng.integers(-1, 2, 600), 0, 6)
-    keep = wib.balanced_subset(pos, label, rng)
+    keep = _probe_fits.balanced_subset(pos, label, rng)
     assert len(keep) > 0
     for p in np.unique(pos[keep]):
         _, counts = np.unique(label[keep][pos[keep] == p], return_counts=True)
@@ -69,16 +70,16 @@ def test_balanced_subset_removes_position_information():
     # hindsight per-position majority on the balanced set = mean over its examples of 1/k
     k = {p: len(np.unique(label[keep][pos[keep] == p])) for p in np.unique(pos[keep])}
     expected = np.mean([1 / k[p] for p in pos[keep]])
-    assert wib.position_optimum(pos[keep], label[keep]) == pytest.approx(expected)
-    assert wib.position_optimum(pos, label) > expected
+    assert _probe_fits.balanced_chance(pos[keep], label[keep]) == pytest.approx(expected)
+    assert _probe_fits.balanced_chance(pos, label) > expected
 
 
 def test_missing_word_list_names_the_package(tmp_path):
-    with pytest.raises(wib.WordListMissing, match="apt-get install wamerican"):
-        wib.load_words(tmp_path / "words")
+    with pytest.raises(_word_index_data.WordListMissing, match="apt-get install wamerican"):
+        _word_index_data.load_words(tmp_path / "words")
 
 
-@pytest.mark.skipif(not wib.WORDLIST.is_file(), reason="wamerican word list not installed (scripts/setup.sh)")
+@pytest.mark.skipif(not _word_index_data.WORDLIST.is_file(), reason="wamerican word list not installed (scripts/setup.sh)")
 def test_word_index_probes_command_dispatches_pretrained_models(tiny_dir, tmp_path, capsys):
     from analyses import word_index_probes
 
@@ -86,4 +87,5 @@ def test_word_index_probes_command_dispatches_pretrained_models(tiny_dir, tmp_pa
     word_index_probes.main(["--model", str(tiny_dir), "--out", str(out), "--n-train", "30",
                             "--n-test", "15", "--no-controls"])
     assert "Word-index probes on" in capsys.readouterr().out
-    assert {p.name for p in out.iterdir()} == {"accuracy.csv", "f1.csv", "summary.csv", "README.md"}
+    assert {p.name for p in out.iterdir()} == {"accuracy.csv", "f1.csv", "summary.csv",
+                                               "accuracy_by_layer.png", "accuracy_by_layer.svg"}

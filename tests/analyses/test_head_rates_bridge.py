@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from analyses import _head_rates_bpe, _tokens, head_rates
+from analyses import _tokens, head_rates
 from analyses._common import InputError
 from lens_positions.rotary_models import load_rotary_model
 
@@ -46,8 +46,7 @@ def test_look_back_on_a_bridge_matches_a_hand_computation(tiny_bridge):
     windows = _tokens.document_windows(tiny_bridge, TEXTS, 6, max_windows=100)
     assert len({len(w) for w in windows}) > 1  # padded batches of several lengths
     table = head_rates.look_back(tiny_bridge, windows, batch_size=3, progress=False)
-    assert {"lookback_tokens", "uniform_tokens"} <= set(table.columns)
-    assert "lookback_bytes" not in table.columns
+    assert {"lookback_units", "uniform_units"} <= set(table.columns)
     (delta, tokens, learned), n = hand_look_back(tiny_bridge, windows)
     assert (table.n_queries == n).all() and len(table) == 2 * 4
     got = table.set_index(["layer", "head"])
@@ -55,7 +54,7 @@ def test_look_back_on_a_bridge_matches_a_hand_computation(tiny_bridge):
         for h in range(4):
             row = got.loc[(f"L{layer}", h)]
             assert row.mean_delta == pytest.approx(delta[layer, h], rel=1e-5)
-            assert row.lookback_tokens == pytest.approx(tokens[layer, h], rel=1e-5)
+            assert row.lookback_units == pytest.approx(tokens[layer, h], rel=1e-5)
             assert row.lookback_learned == pytest.approx(learned[layer, h], rel=1e-5)
     assert np.ptp(delta[1]) < 1e-12  # one δ per layer: every head shows it
     assert abs(delta[1, 0] - 1) > 1e-3 and abs(tokens[1, 0] - learned[1, 0]) > 1e-4
@@ -71,9 +70,9 @@ def test_command_tables_and_correlations(tiny_bridge, tmp_path):
     heads, corr = result.tables["head_rates"], result.tables["head_rate_correlations"]
     assert len(heads) == 8 and len(result.tables["head_rate_layers"]) == 2
     assert list(zip(corr.scope, corr.distance, corr.n, strict=True)) == [
-        ("all heads", "lookback_tokens", 8), ("layer means", "lookback_tokens", 2),
+        ("all heads", "lookback_units", 8), ("layer means", "lookback_units", 2),
         ("all heads", "lookback_learned", 8), ("layer means", "lookback_learned", 2)]
-    want = head_rates._correlate(heads.mean_delta.to_numpy(), heads.lookback_tokens.to_numpy())
+    want = head_rates._correlate(heads.mean_delta.to_numpy(), heads.lookback_units.to_numpy())
     assert corr.pearson_r.iloc[0] == pytest.approx(want["pearson_r"])
     assert "one δ per layer" in result.markdown and "head_rates" in result.figures
     assert result.facts["n_queries"] == heads.n_queries.iloc[0]
@@ -81,14 +80,14 @@ def test_command_tables_and_correlations(tiny_bridge, tmp_path):
 
 def test_base_model_has_undefined_correlations(tiny_llama_folder):
     model = load_rotary_model(tiny_llama_folder, increments="none")
-    result = _head_rates_bpe.run(model, head_rates.Params(max_docs=4, max_tokens=16, progress=False))
+    result = head_rates.run(model, head_rates.Params(max_docs=4, max_tokens=16, progress=False))
     heads = result.tables["head_rates"]
     assert (heads.mean_delta == 1).all()
-    np.testing.assert_allclose(heads.lookback_learned, heads.lookback_tokens, rtol=1e-6)
+    np.testing.assert_allclose(heads.lookback_learned, heads.lookback_units, rtol=1e-6)
     assert result.tables["head_rate_correlations"].pearson_r.isna().all()
     assert "every correlation is undefined" in result.markdown
     with pytest.raises(InputError, match="exceed the context"):
-        _head_rates_bpe.run(model, head_rates.Params(max_docs=4, max_tokens=10**5, progress=False))
+        head_rates.run(model, head_rates.Params(max_docs=4, max_tokens=10**5, progress=False))
 
 
 def test_command_on_a_model_folder(tiny_llama_folder, tmp_path, capsys):

@@ -54,14 +54,14 @@ def test_previous_token_heads_look_back_their_query_delta(per_layer):
         rows = table[table.layer == f"L{li}"]
         np.testing.assert_allclose(rows.lookback_learned, query_delta, rtol=1e-6)
         np.testing.assert_allclose(rows.ratio, 1.0, rtol=1e-6)
-    assert (table.lookback_tokens == 1).all() and table.lookback_learned.std() > 1e-3
+    assert (table.lookback_units == 1).all() and table.lookback_learned.std() > 1e-3
 
 
 def test_base_model_learned_axis_is_the_token_axis(folder):
     base = load_rotary_model(folder)
     windows = _tokens.token_windows(base, [TEXT], 12, 2)
     table = look_back_distances(base, windows, progress=False)
-    np.testing.assert_allclose(table.lookback_learned, table.lookback_tokens, rtol=1e-9)
+    np.testing.assert_allclose(table.lookback_learned, table.lookback_units, rtol=1e-9)
     assert (table.mean_delta == 1).all()
 
 
@@ -74,7 +74,7 @@ def test_views_and_command_on_a_bridge(per_layer, tmp_path):
     text.write_text(TEXT)
     result = run(per_layer, Params(text_file=[str(text)], window_tokens=10, max_windows=3, text="the cat sat on the mat",
                                    layers=[0], progress=False))
-    assert "lookback_tokens" in result.markdown and "BOS excluded" in result.markdown
+    assert "lookback_units" in result.markdown and "BOS excluded" in result.markdown
     assert set(result.figures) == {"query_attention", "look_back"}
     assert len(result.figures["query_attention"].axes) == 2  # one layer: one row of two panels
     assert "learned axis" in result.pages["attention.html"] and "cdn" not in result.pages["attention.html"].lower()
