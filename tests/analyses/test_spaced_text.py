@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from analyses import spaced_text
-from lens_positions import plots, spaced_figure
+from lens_positions import spaced_figure
 from lens_positions.plots import (
     DEFAULT_SENTENCES,
     find_cjk_font,
