@@ -6,24 +6,8 @@ command, ``python -m analyses.<name> [--model NAME_OR_DIR] ... --out DIR``, that
 Markdown and writes the tables (CSV) and figures (PNG, SVG) under ``--out``. ``--model`` defaults
 to the shipped default model and texts to the held-out sample shipped with the package:
 
-- `analyses.byte_increments`: δ per byte category, in context and from byte identity (§3.1).
-- `analyses.spaced_text`: text drawn at its learned positions, one row per layer (§3.2).
-- `analyses.word_boundaries`: Chinese word boundaries vs jieba, and English word starts (§3.3).
-- `analyses.entities`: multi-word entities vs reversed order, with two controls (§3.4).
-- `analyses.head_rates`: per-head δ against attention look-back distance (§3.5); home of the one
-  look-back measurement.
-- `analyses.loss_comparison`: validation losses of the variants, from run folders (§2).
-- `analyses.word_index_probes`: word-index probes (§4).
-- `analyses.position_patching`: integer / flattened / foreign positions per layer; entity patching.
-- `analyses.delta_attribution`: which upstream components set each layer's δ.
-- `analyses.learned_axis_attention`: attention measured and drawn on the learned axis.
-- `analyses.token_increments`: δ per token category and the word-start AUC on a pretrained rotary
-  model with grafted increments (``--model`` defaults to the shipped ``smollm2-135m-per-layer``
-  adapter, texts to the English held-out sample); `analyses.byte_increments` and
-  `analyses.word_boundaries` hand such models to it.
-- `analyses.variants`: trained runs of the signed and two-axis variants against their base
-  (losses incl. out-of-domain, which bytes go negative, boundary AUCs), from run folders.
-- `analyses.results`: all of the above on the shipped models, in one document (RESULTS.md).
+The analyses and what each measures are listed once, in `ANALYSES` (the README's table is
+checked against it); `analyses.results` runs them on the shipped models into one document.
 
 Every analysis is written once for every kind of model: it asks
 `lens_positions.subject.subject_of(model)` for the model's unit (byte or token), start and pad ids,
@@ -36,18 +20,20 @@ measurements and lists in `analyses._look_back` (attention look-back), `analyses
 word-index probes), `analyses._wordlist`.
 """
 
-#: The analysis modules, each with ``Params``, ``build_parser``, ``run`` and ``main``.
-MODULES: tuple[str, ...] = (
-    "byte_increments",
-    "spaced_text",
-    "word_boundaries",
-    "entities",
-    "head_rates",
-    "loss_comparison",
-    "word_index_probes",
-    "position_patching",
-    "delta_attribution",
-    "learned_axis_attention",
-    "token_increments",
-    "variants",
-)
+#: The analysis modules (each with ``Params``, ``build_parser``, ``run`` and ``main``) and what
+#: each measures, in the order of the README's table (which a test checks against this).
+ANALYSES: dict[str, str] = {
+    "byte_increments": "δ per byte category, in context and from byte identity (the post's §3.1)",
+    "spaced_text": "text drawn at its learned positions, one row per layer (PNG, SVG, interactive HTML)",
+    "word_boundaries": "Chinese word boundaries (jieba) and English word starts: ROC-AUC per layer, bootstrap CI",
+    "entities": "two-word entities vs reversed order, with nonce and frequency-matched bigram controls",
+    "head_rates": "per-head δ (a bridge: its layer's δ) vs attention look-back distance",
+    "loss_comparison": "validation (and out-of-domain) losses and training curves of runs",
+    "word_index_probes": "word-index probes: residual stream vs learned position vs absolute position",
+    "position_patching": "integer / mean / foreign / shuffled δ per layer; entity position patching",
+    "delta_attribution": "which upstream components set a layer's δ (linearised, checked by ablation)",
+    "learned_axis_attention": "attention measured and drawn on the learned axis",
+    "token_increments": "δ per token category and the word-start AUC on a grafted bridge",
+    "variants": "signed and two-axis variants against their base, from run folders",
+}
+MODULES: tuple[str, ...] = tuple(ANALYSES)

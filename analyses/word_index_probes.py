@@ -37,8 +37,8 @@ learned position alone and as an extra feature beside the residual stream. For
 ``increments="none"`` the learned position is the absolute token index (BOS = 0), a built-in
 check. Published: GPT-2 small, layer 3, 10 words, test accuracy 0.749.
 
-Sizes: the defaults are a first look (byte models 600 train / 200 test prompts, bridges 300 /
-120); ``--full`` runs the protocol's sizes (1500 / 500 and 800 / 300), which the results document
+Sizes: the defaults are a first look (byte models 400 train / 150 test prompts, bridges 120 /
+50); ``--full`` runs the protocol's sizes (1500 / 500 and 800 / 300), which the results document
 uses. The parts: `analyses._word_index_data` (prompts, features), `analyses._probe_fits`.
 
 Command::
@@ -467,8 +467,8 @@ class Params:
 
 
 #: (unit, full) -> (train, test) prompts: a first look by default, the protocol with --full.
-SIZES = {("byte", False): (600, 200), ("byte", True): (1500, 500),
-         ("token", False): (300, 120), ("token", True): (800, 300)}  # fmt: skip
+SIZES = {("byte", False): (400, 150), ("byte", True): (1500, 500),
+         ("token", False): (120, 50), ("token", True): (800, 300)}  # fmt: skip
 #: The published follow-up: GPT-2 small, layer 3, 10 words.
 PUBLISHED = {"model": "GPT-2 small", "layer": 3, "n_words": 10, "test_accuracy": 0.749}
 
@@ -483,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-test", type=int, default=None, help="test prompts (default: see --full)")
     parser.add_argument("--full", action="store_true",
                         help="the protocol's sizes (byte models 1500 / 500 prompts, bridges 800 / 300) "
-                             "instead of the first look (600 / 200, 300 / 120)")
+                             "instead of the first look (400 / 150, 120 / 50)")
     parser.add_argument("--prefix", default=None, help="fixed prefix before the words (default: the unit's)")
     parser.add_argument("--min-len", type=int, default=2, help="byte models: shortest word (bytes)")
     parser.add_argument("--max-len", type=int, default=10, help="byte models: longest word (bytes)")

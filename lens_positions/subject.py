@@ -215,7 +215,9 @@ def subject_of(model: nn.Module | Subject) -> Subject:
     """The `Subject` of a byte model or a grafted bridge (a `Subject` is returned as it is)."""
     if isinstance(model, Subject):
         return model
-    cfg = model.cfg
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        raise TypeError(f"{type(model).__name__} is neither a byte model nor a grafted bridge")
     if is_bridge(model):
         start, pad = tokenizer_start_id(model.tokenizer), tokenizer_pad_id(model.tokenizer)
         spec = getattr(model, "base_spec", None)

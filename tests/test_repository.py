@@ -125,3 +125,16 @@ def test_every_document_the_code_cites_is_in_the_repository():
             outside.append(str(path.relative_to(ROOT)))
     assert not missing, missing
     assert not outside, outside
+
+
+def test_the_readme_lists_every_analysis_as_the_package_does():
+    """The README's table of analyses is `analyses.ANALYSES` (the one list), row for row."""
+    import re
+
+    import analyses
+
+    rows = re.findall(r"^\| `python -m analyses\.(\w+)` \| (.+?) \|$", (ROOT / "README.md").read_text(encoding="utf-8"), re.M)
+    listed = {name: what for name, what in rows if name != "results"}
+    assert list(listed) == list(analyses.ANALYSES)
+    assert listed == analyses.ANALYSES
+    assert "results" in dict(rows)

@@ -4,8 +4,11 @@
 
 Copies the model into ``lens_positions/pretrained/NAME`` with its weights stored in bfloat16 (half
 the size; they load back as float32), keeps its card, metrics and training log, then re-measures
-the validation loss of exactly the shipped weights on this machine (float32, no autocast) and adds
-that to ``card.md`` and ``card.json``, so the card's numbers describe the file that ships.
+exactly the shipped weights on this machine (float32, no autocast) on the token folder's splits
+(``--splits``, default val, ood and train: the out-of-domain split when the folder has one, and
+as many training windows as validation windows, evenly spaced, so that the card shows the gap
+between text the model trained on and text it never saw) and adds that to ``card.md`` and
+``card.json``, so the card's numbers describe the file that ships.
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ def ship(
     windows: int | None = None,
     batch_size: int = 16,
     pretrained_dir: Path = PRETRAINED_DIR,
+    splits: tuple[str, ...] = ("val", "ood", "train"),
 ) -> dict:
     """Copy ``source`` into ``pretrained_dir`` (the package's by default) as ``name`` (bf16
-    weights) and measure its val loss; returns the measurement also written to the card."""
+    weights) and measure it on ``splits`` (``windows`` evenly spaced windows each, default all of
+    val and as many of the others; a split the folder lacks is skipped, except val); returns the
+    measurement also written to the card (keys ``{split}_loss``, ``{split}_bpb``, ...)."""
     model = HookedIncrementTransformer.from_pretrained(source)
     # Read everything into memory first: the source may be the target folder itself.
     extras = {f: (source / f).read_text(encoding="utf-8") for f in KEEP if (source / f).is_file()}
@@ -50,9 +56,15 @@ def ship(
     save_pretrained(model, target, dtype=torch.bfloat16, extra_files=extras)
     shipped = HookedIncrementTransformer.from_pretrained(target)
     start = time.time()
-    with torch.no_grad():
-        result = evaluate(shipped, load_tokens(data, "val"), shipped.cfg.n_ctx, batch_size, windows,
-                          torch.device("cpu"), "fp32", DistContext(rank=0, world_size=1, local_rank=0))
+    result: dict = {}
+    ctx = DistContext(rank=0, world_size=1, local_rank=0)
+    for split in dict.fromkeys(("val", *splits)):
+        if split != "val" and not (Path(data) / f"{split}.bin").is_file():
+            continue
+        n = windows if windows is not None or split == "val" else result["val_windows"]
+        with torch.no_grad():
+            result.update(evaluate(shipped, load_tokens(data, split), shipped.cfg.n_ctx, batch_size, n,
+                                   torch.device("cpu"), "fp32", ctx, prefix=split, spread=True))
     result.update(weights="bfloat16 (loaded as float32)", precision="fp32 on CPU",
                   seconds=round(time.time() - start, 1), data=str(data))
     card_json = target / "card.json"
@@ -68,11 +80,20 @@ def ship(
     text += (
         "\n## Shipped weights\n\n"
         f"- stored as `{where}` in bfloat16 (loaded as float32) by "
-        f"`python -m training.ship {source} {name} --data {data}`\n"
-        f"- validation loss of these exact weights, float32 on CPU: **{result['val_loss']:.4f} nats/byte "
-        f"({bits_per_byte(result['val_loss']):.4f} bits/byte)** over {result['val_tokens']:,} tokens "
-        f"({result['val_windows']} windows)\n"
+        f"`python -m training.ship {source} {name} --data {data}"
+        + (f" --windows {windows}" if windows is not None else "") + "`\n"
+        "- losses of these exact weights, float32 on CPU, evenly spaced windows of each split:\n"
     )
+    names = {"val": "validation (held-out documents)", "ood": "out of domain (sources never trained on)",
+             "train": "training windows"}
+    for split in ("val", "ood", "train"):
+        if f"{split}_loss" in result:
+            text += (f"  - {names[split]}: **{result[f'{split}_loss']:.4f} nats/byte "
+                     f"({bits_per_byte(result[f'{split}_loss']):.4f} bits/byte)** over "
+                     f"{result[f'{split}_tokens']:,} tokens ({result[f'{split}_windows']} windows)\n")
+    if "train_loss" in result:
+        gap = bits_per_byte(result["val_loss"]) - bits_per_byte(result["train_loss"])
+        text += f"- validation minus training: {gap:+.4f} bits/byte (memorisation shows as a large gap)\n"
     write_text_atomic(card_md, text)
     return result
 
@@ -82,13 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", type=Path, help="trained model folder (e.g. runs/paper/per_layer/final)")
     parser.add_argument("name", help="shipped name, e.g. bilingual-per-layer")
     parser.add_argument("--data", type=Path, required=True, help="token folder with val.bin")
-    parser.add_argument("--windows", type=int, default=None, help="validation windows (default all)")
+    parser.add_argument("--windows", type=int, default=None,
+                        help="windows per split, evenly spaced (default: all of val, as many of the others)")
+    parser.add_argument("--splits", nargs="+", default=["val", "ood", "train"], choices=["val", "ood", "train"],
+                        help="splits to measure (default val ood train; val always)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = ship(args.source, args.name, args.data, args.windows)
-    print(f"{args.name}: val loss {result['val_loss']:.4f} nats/byte = {result['val_bpb']:.4f} bits/byte "
-          f"over {result['val_windows']} windows ({result['seconds']} s)")
+    result = ship(args.source, args.name, args.data, args.windows, splits=tuple(args.splits))
+    measured = ", ".join(f"{s} {result[f'{s}_bpb']:.4f}" for s in ("val", "ood", "train") if f"{s}_bpb" in result)
+    print(f"{args.name}: bits/byte {measured} over {result['val_windows']} windows each ({result['seconds']} s)")
     return 0
 
 

@@ -42,6 +42,10 @@ def test_ship_stores_bf16_and_measures_the_shipped_weights(trained, tmp_path):
     assert card["shipped"]["val_loss"] == pytest.approx(result["val_loss"])
     assert result["val_loss"] == pytest.approx(trained_loss, rel=0.02)
     assert (target / "metrics.jsonl").is_file()  # the training curve travels with the model
+    # training windows measured too, as many as validation windows (no ood split in this folder)
+    assert result["train_windows"] == result["val_windows"] and "ood_loss" not in result
+    assert "training windows" in (target / "card.md").read_text()
+    assert "validation minus training" in (target / "card.md").read_text()
 
     # shipping again (from the shipped folder itself) rewrites the section instead of adding one
     ship(target, "tiny-model", tokens, pretrained_dir=tmp_path)
