@@ -431,7 +431,7 @@ class Result:
 
 # ---------------------------------------------------------------------------------------- commands
 def add_common_args(
-    parser: argparse.ArgumentParser, out_default: str, batch_size: int = 8, seed: bool = False
+    parser: argparse.ArgumentParser, out_default: str, batch_size: int | None = 8, seed: bool = False
 ) -> argparse.ArgumentParser:
     """The options every analysis command shares (``--seed`` where the command samples)."""
     parser.add_argument(
@@ -447,7 +447,7 @@ def add_common_args(
         "--batch-size",
         type=int,
         default=batch_size,
-        help=f"sequences per forward pass (default {batch_size})",
+        help=f"sequences per forward pass (default {batch_size if batch_size else 'by the kind of model'})",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     if seed:

@@ -457,7 +457,7 @@ class Params:
     C: float = 1.0
     no_controls: bool = False
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int | None = None  # None: 16 prompts a batch on byte models, 32 on bridges
     progress: bool = True
 
     def sizes(self, unit: str) -> tuple[int, int]:
@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m analyses.word_index_probes", description=__doc__.split("\n")[0]
     )
-    add_common_args(parser, "out/word_index_probes", batch_size=16, seed=True)
+    add_common_args(parser, "out/word_index_probes", batch_size=None, seed=True)
     parser.add_argument("--n-words", type=int, default=7, help="words per prompt (default 7)")
     parser.add_argument("--n-train", type=int, default=None, help="training prompts (default: see --full)")
     parser.add_argument("--n-test", type=int, default=None, help="test prompts (default: see --full)")
@@ -504,7 +504,7 @@ def run(model: HookedIncrementTransformer | Subject, params: Params) -> Result:
         result = word_index_probes(
             model, n_words=p.n_words, n_train=n_train, n_test=n_test, prefix=p.prefix or DEFAULT_PREFIX,
             min_len=p.min_len, max_len=p.max_len, controls=not p.no_controls, C=p.C,
-            seed=p.seed, batch_size=p.batch_size, progress=p.progress,
+            seed=p.seed, batch_size=p.batch_size or 16, progress=p.progress,
         )  # fmt: skip
     except ValueError as e:  # prompts longer than the context, no word length with two words
         raise InputError(str(e)) from e
@@ -553,7 +553,7 @@ def _token_run(s: Subject, p: Params, n_train: int, n_test: int) -> Result:
     try:
         result = token_word_index_probes(
             s.model, n_words=p.n_words, n_train=n_train, n_test=n_test, C=p.C, seed=p.seed,
-            batch_size=p.batch_size, controls=not p.no_controls, prefix=p.prefix or TOKEN_PREFIX,
+            batch_size=p.batch_size or 32, controls=not p.no_controls, prefix=p.prefix or TOKEN_PREFIX,
             progress=p.progress,
         )  # fmt: skip
     except WordListMissing as e:

@@ -14,8 +14,10 @@ before and after a change, take the first snapshot from a worktree of the old co
 same model folders.
 
 Compare matches tables by file name and cells by position (row, column). Column *names* may
-change (a unit-neutral rename); renamed headers are listed, not failed. A number agrees when
-``|a - b| <= tol * max(1, |a|)``; NaN agrees with NaN.
+change (a unit-neutral rename); renamed headers are listed, not failed, and text cells renamed on
+purpose are given with ``--rename OLD=NEW``. A number agrees when ``|a - b| <= tol * max(1, |a|)``;
+NaN agrees with NaN. An ``error.txt`` that differs is listed: a traceback that became a clear
+error or a table is a fix, anything else a regression.
 """
 
 from __future__ import annotations
@@ -75,13 +77,13 @@ def snapshot(out: Path, models: list[str], only: list[str] | None) -> None:
                   file=sys.stderr)
 
 
-def _same(a: object, b: object, tol: float) -> bool:
+def _same(a: object, b: object, tol: float, renames: dict[str, str] | None = None) -> bool:
     fa, fb = _number(a), _number(b)
     if fa is not None and fb is not None:
         if math.isnan(fa) or math.isnan(fb):
             return math.isnan(fa) and math.isnan(fb)
         return abs(fa - fb) <= tol * max(1.0, abs(fa))
-    return str(a) == str(b)
+    return (renames or {}).get(str(a), str(a)) == str(b)
 
 
 def _number(x: object) -> float | None:
@@ -93,7 +95,7 @@ def _number(x: object) -> float | None:
         return None
 
 
-def compare(a: Path, b: Path, tol: float) -> int:
+def compare(a: Path, b: Path, tol: float, renames: dict[str, str] | None = None) -> int:
     """Prints one line per table and the differences; returns the number of disagreements."""
     bad = 0
     for path in sorted(a.rglob("*.csv")):
@@ -109,7 +111,7 @@ def compare(a: Path, b: Path, tol: float) -> int:
             bad += 1
             continue
         diffs = [(i, c) for c in range(x.shape[1]) for i in range(x.shape[0])
-                 if not _same(x.iat[i, c], y.iat[i, c], tol)]
+                 if not _same(x.iat[i, c], y.iat[i, c], tol, renames)]
         renamed = [f"{p}->{q}" for p, q in zip(x.columns, y.columns, strict=True) if p != q]
         note = f" (renamed {', '.join(renamed)})" if renamed else ""
         if diffs:
@@ -143,11 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     c.add_argument("--tol", type=float, default=1e-6)
+    c.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW",
+                   help="text cells renamed on purpose (e.g. lookback_tokens=lookback_units)")
     args = parser.parse_args(argv)
     if args.command == "snapshot":
         snapshot(args.out, args.models, args.only)
         return 0
-    return 1 if compare(args.a, args.b, args.tol) else 0
+    renames = dict(r.split("=", 1) for r in args.rename)
+    return 1 if compare(args.a, args.b, args.tol, renames) else 0
 
 
 if __name__ == "__main__":
