@@ -1,32 +1,14 @@
 """Causal tests of the learned positions: does the model use what it learned?
 
-Part 1, interventions on real text (one layer at a time, and all layers at once):
+Part 1, interventions on real text, one layer at a time and all layers at once
+(`analyses._interventions`): integer positions, the window's mean δ, another window's δ, and the
+window's own δ shuffled (the control); reported as the change in next-unit loss and in the
+correct unit's logit, and how far the positions moved.
 
-- ``integer``: ``hook_position := 1, 2, ..., n`` (integer RoPE, as at initialisation);
-- ``mean_delta``: ``hook_delta :=`` its mean over the window (keeps the scale, drops the
-  token-by-token variation; equal to integer positions scaled by the mean δ);
-- ``other_prompt``: ``hook_delta :=`` the δ of another window of the same byte length (at the
-  same layer, from that window's clean run): a real δ pattern, but someone else's;
-- ``shuffled_delta`` (control): a random permutation of the window's own δ along the sequence,
-  which keeps their mean and distribution and only breaks which token gets which δ.
-
-For each we report the change in next-byte loss (nats/byte; the change in log-prob of the correct
-byte is its negative), in the correct byte's logit, the share of bytes whose log-prob fell, and how
-far the positions moved (mean |Δposition| at the intervened layer). With a single-layer
-intervention the later layers run on the changed residual stream, so per-layer models recompute
-their later δ from it: the effects are total effects. ``integer`` is an exact no-op for integer
-RoPE, and so is every intervention when δ is 1 everywhere (checked by the tests).
-
-Part 2, entity patching (the prompts of §3.4 of the learned-increments post): real two-word entities ("New York") against the
-same words reversed ("York New"), which have the same byte length, in the post's carriers, followed
-by a continuation (default "."). Metric: log-prob of the continuation bytes. We patch clean (real
-order) ``delta`` or ``position`` activations into the reversed run with
-``transformer_lens.patching.generic_activation_patch``: per (layer, position), and per whole layer.
-Control: the same whole-layer patch from an *unrelated* real entity of the same byte length in the
-same carrier (is the effect specific to the entity's own δ, or does any foreign δ do it?).
-Positions before the entity are identical in both runs (the model is causal), so patching them is
-an exact no-op: the per-position sweep skips them except the byte just before the entity, whose
-effect is reported as a check (``prefix_max_abs``, must be 0).
+Part 2, entity patching (`analyses._entity_patching`, the entities and carriers of the post's
+§3.4): clean (real-order) ``delta`` or ``position`` activations patched into the reversed run,
+per layer and position and per whole layer, against an unrelated entity's as the control; the
+metric is the log-prob of a continuation after the entity.
 
 Grafted bridges (``--model smollm2-135m`` or ``smollm2-135m-per-layer``): the same interventions
 and patches on token windows (BOS + ``--window-tokens`` tokens of the English held-out sample
