@@ -54,13 +54,24 @@ def _analysis_out_cases(existing: Path) -> list[list[str]]:
     ]
 
 
-@pytest.mark.parametrize("module", ["head_rates", "byte_increments", "entities", "word_boundaries"])
+def _analyses() -> list[str]:
+    import analyses
+
+    return list(analyses.MODULES)
+
+
+@pytest.mark.parametrize("module", _analyses())
 def test_an_analysis_refuses_an_output_that_is_a_file_before_loading_a_model(module, existing_file, capsys):
     from analyses._common import command_main
 
+    import importlib
+
+    # a model that cannot load proves the order (the run-folder analyses take no --model)
+    needs = getattr(importlib.import_module(f"analyses.{module}"), "NEEDS_MODEL", True)
+    model = ["--model", "no-such-model"] if needs else []
     for args in _analysis_out_cases(existing_file):
         with pytest.raises(SystemExit) as e:
-            command_main(module, ["--model", "no-such-model", *args])
+            command_main(module, [*model, *args])
         assert e.value.code == 2
         assert "is a file" in capsys.readouterr().err  # the --out error, not the unknown model
     assert existing_file.read_text() == KEPT
@@ -167,13 +178,46 @@ def test_layers_out_of_range_are_a_usage_error(module, flag, tiny_model_dir, tmp
     assert f"layers 0-{n_layers - 1}" in err and not (tmp_path / "out").exists()
 
 
-def test_word_index_probes_accepts_every_flag_its_help_lists():
-    from analyses import word_index_probes
+@pytest.mark.parametrize("module", _analyses())
+def test_every_analysis_accepts_every_flag_its_help_lists(module):
+    """Each switch the parser lists parses (the BPE word-index path once refused --no-progress)."""
+    import importlib
 
-    parser = word_index_probes.build_parser()
-    flags = [a.option_strings[0] for a in parser._actions if a.option_strings and a.nargs == 0]
-    args = parser.parse_args(["--model", "smollm2-135m", *[f for f in flags if f != "-h"]])
-    assert args.no_progress is True and args.full is True
+    parser = importlib.import_module(f"analyses.{module}").build_parser()
+    flags = [a.option_strings[-1] for a in parser._actions if a.option_strings and a.nargs == 0]
+    args = parser.parse_args([f for f in flags if f not in ("-h", "--help")])
+    assert getattr(args, "no_progress", True) is True
+    if module == "word_index_probes":
+        assert args.full is True
+
+
+@pytest.mark.parametrize("module", _analyses())
+def test_an_unknown_flag_is_a_usage_error(module, capsys):
+    from analyses._common import command_main
+
+    with pytest.raises(SystemExit) as e:
+        command_main(module, ["--no-such-flag"])
+    assert e.value.code == 2 and "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/no/such/run", "x", "--data", "DATA"], "neither a checkpoint folder nor a shipped model"),
+    (["MODEL", "x", "--data", "/no/such/tokens"], "no token folder"),
+    (["MODEL", "x", "--data", "DATA", "--threads", "0"], "--threads 0"),
+])
+def test_ship_checks_its_input_before_writing(args, message, tiny_model_dir, tmp_path, capsys):
+    from lens_positions.checkpoints import PRETRAINED_DIR
+    from training import ship
+
+    (tmp_path / "tokens").mkdir()
+    (tmp_path / "tokens" / "val.bin").write_bytes(b"")
+    (tmp_path / "tokens" / "meta.json").write_text("{}")
+    argv = [a.replace("DATA", str(tmp_path / "tokens")).replace("MODEL", tiny_model_dir) for a in args]
+    before = sorted(p.name for p in PRETRAINED_DIR.iterdir())
+    with pytest.raises(SystemExit) as e:
+        ship.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert sorted(p.name for p in PRETRAINED_DIR.iterdir()) == before  # nothing shipped
 
 
 # ----------------------------------------------------------------------------- folders a command made

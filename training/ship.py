@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from lens_positions.atomic import write_json_atomic, write_text_atomic
-from lens_positions.checkpoints import PRETRAINED_DIR, save_pretrained
+from lens_positions.checkpoints import PRETRAINED_DIR, CheckpointError, save_pretrained
 from lens_positions.model import HookedIncrementTransformer
 from training.corpus import load_tokens
 from training.distributed import DistContext
@@ -99,7 +99,8 @@ def ship(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m training.ship", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="trained model folder (e.g. runs/paper/per_layer/final)")
     parser.add_argument("name", help="shipped name, e.g. bilingual-per-layer")
     parser.add_argument("--data", type=Path, required=True, help="token folder with val.bin")
@@ -109,6 +110,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="splits to measure (default val ood train; val always)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads}: must be at least 1")
+    # Checked before anything is written: a shipped model is replaced only by a working one.
+    if not (args.data / "val.bin").is_file() or not (args.data / "meta.json").is_file():
+        parser.error(f"--data {args.data}: no token folder (val.bin and meta.json); "
+                     "make one with python -m training.prepare_tokens")
+    try:
+        HookedIncrementTransformer.from_pretrained(args.source)
+    except CheckpointError as e:
+        parser.error(f"{args.source}: {e}")
     torch.set_num_threads(args.threads)
     result = ship(args.source, args.name, args.data, args.windows, splits=tuple(args.splits))
     measured = ", ".join(f"{s} {result[f'{s}_bpb']:.4f}" for s in ("val", "ood", "train") if f"{s}_bpb" in result)
