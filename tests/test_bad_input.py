@@ -62,9 +62,9 @@ def _analyses() -> list[str]:
 
 @pytest.mark.parametrize("module", _analyses())
 def test_an_analysis_refuses_an_output_that_is_a_file_before_loading_a_model(module, existing_file, capsys):
-    from analyses._common import command_main
-
     import importlib
+
+    from analyses._common import command_main
 
     # a model that cannot load proves the order (the run-folder analyses take no --model)
     needs = getattr(importlib.import_module(f"analyses.{module}"), "NEEDS_MODEL", True)
