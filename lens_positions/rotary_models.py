@@ -39,13 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from lens_positions.config import INCREMENT_VARIANTS, IncrementConfig
 from lens_positions.increments import DeltaMLP, positions_from_deltas
 from lens_positions.rotary_adapter import RotaryModelError, base_fingerprint  # noqa: F401 - re-exported
+from lens_positions.rotary_layout import RotaryTable, rotary_tables
 
 #: Short names that resolve to a model installed as a Python package (no Hub access needed).
 WHEEL_MODELS: dict[str, dict[str, str]] = {
@@ -136,30 +136,10 @@ def load_hf(spec: BaseSpec) -> tuple[nn.Module, Any]:
     return model.eval(), tokenizer
 
 
-def check_rotary(hf_model: nn.Module, name: str) -> nn.Module:
-    """The model's rotary embedding module, or a clear error for a non-rotary or unusual rotary."""
-    cfg = hf_model.config
-    inner = getattr(hf_model, "model", None)
-    rotary = getattr(inner, "rotary_emb", None)
-    if rotary is None or not isinstance(getattr(rotary, "inv_freq", None), Tensor):
-        kind = getattr(cfg, "model_type", type(hf_model).__name__)
-        hint = (
-            " (it uses learned absolute position embeddings)"
-            if hasattr(cfg, "n_positions") or kind in {"gpt2", "opt", "gpt_neo"}
-            else ""
-        )
-        raise RotaryModelError(
-            f"{name!r} is a {kind!r} model, not a Llama-family rotary model{hint}: learned "
-            "increments replace rotary positions, so they need a model with model.rotary_emb"
-        )
-    rope_type = getattr(rotary, "rope_type", "default")
-    if rope_type not in {"default", "linear", "llama3", "yarn"}:
-        # Dynamic variants recompute inv_freq from the sequence length at every call.
-        raise RotaryModelError(
-            f"{name!r}: rotary type {rope_type!r} changes its frequencies with the sequence "
-            "length; only static frequency tables (default, linear, llama3, yarn) are supported"
-        )
-    return rotary
+def check_rotary(hf_model: nn.Module, name: str) -> list[RotaryTable]:
+    """The model's rotary tables, one per decoder layer (`lens_positions.rotary_layout`), or a
+    clear error for a model without rotary positions or with a layout the graft cannot build."""
+    return rotary_tables(hf_model, name)
 
 
 # ------------------------------------------------------------------------------ the graft
@@ -183,20 +163,6 @@ def increment_config(
     )
 
 
-def rotary_cos_sin_half(
-    positions: Float[Tensor, "batch pos"], inv_freq: Tensor, scaling: float, dtype: torch.dtype
-) -> tuple[Float[Tensor, "batch pos rot"], Float[Tensor, "batch pos rot"]]:
-    """HF Llama's (cos, sin) tables at real-valued positions, differentiable in the positions.
-
-    Same formula as ``LlamaRotaryEmbedding.forward`` (half-split pairs: the angle table is
-    concatenated with itself), computed in float32 and cast to the activations' dtype.
-    """
-    with torch.autocast(device_type=positions.device.type, enabled=False):
-        freqs = positions.float()[..., None] * inv_freq.float()  # [batch, pos, rot/2]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
-
-
 class IncrementGraft:
     """The state and hooks that give a bridged rotary model learned increments (see module doc)."""
 
@@ -212,7 +178,7 @@ class IncrementGraft:
         if per_head:
             raise RotaryModelError(PER_HEAD_UNSUPPORTED)
         self.increments = increments
-        self.rotary = check_rotary(hf_model, getattr(hf_model.config, "_name_or_path", "model"))
+        self.tables = check_rotary(hf_model, getattr(hf_model.config, "_name_or_path", "model"))
         self.cfg = increment_config(hf_model, increments, per_head, d_delta)
         self.shared_delta: Tensor | None = None
         self.handles: list[Any] = []
@@ -276,9 +242,7 @@ class IncrementGraft:
                 delta = torch.ones(hidden.shape[:2], dtype=torch.float32, device=hidden.device)
             delta = block.hook_delta(delta)
             position = block.hook_position(positions_from_deltas(delta, start))
-            scaling = float(getattr(self.rotary, "attention_scaling", 1.0))
-            cos, sin = rotary_cos_sin_half(position, self.rotary.inv_freq, scaling, hidden.dtype)
-            kwargs["position_embeddings"] = (cos, sin)
+            kwargs["position_embeddings"] = self.tables[layer].cos_sin(position, hidden.dtype)
             return args, kwargs
 
         return pre_hook
@@ -329,11 +293,51 @@ def graft(
         )
     if per_head:  # refuse before the (slow) boot
         raise RotaryModelError(PER_HEAD_UNSUPPORTED)
+    reference = _base_logits(hf_model)  # before the graft's hooks sit on the layers
     bridge = boot_bridge(hf_model, tokenizer, boot_name)
     g = IncrementGraft(bridge, hf_model, increments, per_head, d_delta)
     object.__setattr__(bridge, "increment_graft", g)
     object.__setattr__(bridge, "increments", increments)
+    _check_graft(bridge, reference, boot_name)
     return bridge
+
+
+#: Constant increments the load-time check compares the graft at, against the base model at
+#: ``position_ids = c * arange`` (a shift of every position leaves rotary attention unchanged).
+CHECK_DELTAS = (1.0, 1.7)
+#: Largest relative logit error the check accepts (float32 round-off is ~1e-6).
+CHECK_TOLERANCE = 1e-4
+
+
+@torch.no_grad()
+def _base_logits(hf_model: nn.Module, n: int = 8) -> tuple[Tensor, dict[float, Tensor]]:
+    """Token ids [1, n] (seeded) and the base model's logits at positions c * arange(n)."""
+    g = torch.Generator().manual_seed(0)
+    vocab = int(hf_model.get_input_embeddings().num_embeddings)
+    ids = torch.randint(0, vocab, (1, n), generator=g).to(hf_model.device)
+    steps = torch.arange(n, dtype=torch.float32, device=hf_model.device)[None]
+    return ids, {c: hf_model(ids, position_ids=c * steps).logits.float() for c in CHECK_DELTAS}
+
+
+@torch.no_grad()
+def _check_graft(bridge: nn.Module, reference: tuple[Tensor, dict[float, Tensor]], name: str) -> None:
+    """The grafted bridge with every δ set to c must give the base model's logits at positions
+    c * arange: a family whose rotary the graft does not build exactly is refused here, never
+    answered wrongly."""
+    ids, logits = reference
+    for c, want in logits.items():
+        def constant(delta: Tensor, hook: Any, c: float = c) -> Tensor:
+            return torch.full_like(delta, c)
+
+        got = bridge.run_with_hooks(ids, return_type="logits",
+                                    fwd_hooks=[(lambda n: n.endswith("hook_delta"), constant)]).float()
+        err = float((got - want).abs().max() / want.abs().max().clamp(min=1e-30))
+        if not err <= CHECK_TOLERANCE:
+            raise RotaryModelError(
+                f"{name!r}: with every δ = {c:g} the grafted model's logits differ from the base "
+                f"model's at position_ids = {c:g}·k by {err:.1e} (relative): this family's attention "
+                "is not handled exactly by the graft, so it is refused rather than answered wrongly"
+            )
 
 
 def load_rotary_model(
