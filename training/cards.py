@@ -101,7 +101,9 @@ def build_card(
 def render_card(card: dict[str, Any]) -> str:
     """Markdown version of the JSON card."""
     final, cfg, meta = card["final"], card["train_config"], card["data"]["meta"]
-    n_ctx = card["model_config"]["n_ctx"]
+    mc = card["model_config"]
+    n_ctx = mc["n_ctx"]
+    train_tokens = meta.get("train", {}).get("tokens")
     lines = [
         f"# lens_positions byte model: {card['variant']}",
         "",
@@ -119,9 +121,11 @@ def render_card(card: dict[str, Any]) -> str:
              f"sources never trained on ({', '.join(meta.get('ood', {}).get('bytes_by_source', {}))})"]
             if "ood_loss" in final else []
         ),
-        f"- steps: {card['steps']:,}; tokens seen: {card['tokens_seen']:,}; "
-        f"wall time: {format_duration(card['wall_time_s'])} ({card['tokens_per_s'] or 0:,.0f} tokens/s)",
-        f"- parameters: {card['parameters']:,}",
+        f"- steps: {card['steps']:,}; tokens seen: {card['tokens_seen']:,}"
+        + (f" ({card['tokens_seen'] / train_tokens:.2f} epochs of the training split)" if train_tokens else "")
+        + f"; wall time: {format_duration(card['wall_time_s'])} ({card['tokens_per_s'] or 0:,.0f} tokens/s)",
+        f"- shape: d_model {mc.get('d_model')}, {mc.get('n_heads')} heads, {mc.get('n_layers')} layers, "
+        f"MLP {mc.get('d_mlp')}, context {n_ctx}; {card['parameters']:,} parameters",
         "",
         "## Command",
         "",

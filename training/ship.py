@@ -23,6 +23,7 @@ import torch
 from lens_positions.atomic import write_json_atomic, write_text_atomic
 from lens_positions.checkpoints import PRETRAINED_DIR, CheckpointError, save_pretrained
 from lens_positions.model import HookedIncrementTransformer
+from training.cards import render_card
 from training.corpus import load_tokens
 from training.distributed import DistContext
 from training.metrics import bits_per_byte
@@ -75,7 +76,10 @@ def ship(
         write_json_atomic(card_json, info)
     card_md = target / "card.md"
     where = f"lens_positions/pretrained/{name}" if Path(pretrained_dir) == PRETRAINED_DIR else str(target)
-    text = card_md.read_text(encoding="utf-8") if card_md.is_file() else f"# {name}\n"
+    if card_json.is_file():  # rendered again, so that the card reads as the current renderer writes
+        text = render_card(json.loads(card_json.read_text()))
+    else:
+        text = card_md.read_text(encoding="utf-8") if card_md.is_file() else f"# {name}\n"
     text = text.split("\n## Shipped weights")[0].rstrip() + "\n"
     text += (
         "\n## Shipped weights\n\n"

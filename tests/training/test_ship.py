@@ -46,6 +46,8 @@ def test_ship_stores_bf16_and_measures_the_shipped_weights(trained, tmp_path):
     assert result["train_windows"] == result["val_windows"] and "ood_loss" not in result
     assert "training windows" in (target / "card.md").read_text()
     assert "validation minus training" in (target / "card.md").read_text()
+    assert "epochs of the training split" in (target / "card.md").read_text()  # rendered anew
+    assert "shape: d_model" in (target / "card.md").read_text()
 
     # shipping again (from the shipped folder itself) rewrites the section instead of adding one
     ship(target, "tiny-model", tokens, pretrained_dir=tmp_path)
