@@ -68,6 +68,16 @@ def ship(
                                    torch.device("cpu"), "fp32", ctx, prefix=split, spread=True))
     result.update(weights="bfloat16 (loaded as float32)", precision="fp32 on CPU",
                   seconds=round(time.time() - start, 1), data=str(data))
+    write_shipped_card(target, name, source, data, windows, result, pretrained_dir)
+    return result
+
+
+def write_shipped_card(
+    target: Path, name: str, source: Path, data: Path, windows: int | None, result: dict,
+    pretrained_dir: Path = PRETRAINED_DIR,
+) -> None:
+    """Record ``result`` (the measurement of the shipped weights) in ``target``'s card.json and
+    write its card.md: the training card rendered anew, then the shipped weights' section."""
     card_json = target / "card.json"
     if card_json.is_file():
         info = json.loads(card_json.read_text())
@@ -99,7 +109,6 @@ def ship(
         gap = bits_per_byte(result["val_loss"]) - bits_per_byte(result["train_loss"])
         text += f"- validation minus training: {gap:+.4f} bits/byte (memorisation shows as a large gap)\n"
     write_text_atomic(card_md, text)
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
