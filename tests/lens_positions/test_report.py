@@ -273,7 +273,7 @@ def _chromium() -> str | None:
 
 @pytest.mark.slow
 def test_a_page_of_text_renders_in_headless_chromium(tmp_path):
-    """A page of English and Chinese (1.2 kB, three chunks) on the default model: at most 5 MB, drawn
+    """A page of English and Chinese (1.2 kB, several chunks) on the default model: at most 5 MB, drawn
     by Chromium in under 20 s with no script errors, every view present and answering the mouse."""
     exe = _chromium()
     if exe is None:
@@ -301,22 +301,25 @@ def test_a_page_of_text_renders_in_headless_chromium(tmp_path):
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True, timeout=90_000)
         assert page.locator("#chars .c").count() == len(text)  # the whole text, every chunk
-        assert page.locator("#spaced text.ch").count() > 6 * 300  # 6 layers of the first chunk
+        first = page.locator("#spaced text.ch").count()
+        assert first > 6 * 200  # 6 layers of the first chunk (at least 200 characters each)
         # The per-character view wraps inside the page instead of running off it.
         assert page.evaluate("document.getElementById('chars').scrollWidth") <= 1300
         page.locator("#chars .c").nth(5).hover()
         assert "δ" in page.locator("#tip").inner_text() and "surprisal" in page.locator("#tip").inner_text()
-        page.select_option("#spaced-chunk", "2")
-        assert page.locator("#spaced text.ch").count() < 6 * 300  # the short last chunk
+        n_chunks = page.locator("#spaced-chunk option").count()
+        assert n_chunks >= 3
+        page.select_option("#spaced-chunk", str(n_chunks - 1))
+        assert page.locator("#spaced text.ch").count() < first  # the short last chunk
         page.select_option("#att-layer", "3")
-        page.select_option("#att-head", str(8))  # mean of heads
+        page.select_option("#att-head", str(page.locator("#att-head option").count() - 1))  # mean of heads
         page.wait_for_function("document.getElementById('att-status').textContent === ''", timeout=90_000)
         drawn = page.evaluate(
             "(() => { const c = document.getElementById('att-canvas'); const d = c.getContext('2d')"
             ".getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 0; i < d.length; i += 4)"
             " { if (d[i] < 200) n++; } return [c.width, n]; })()"
         )
-        assert drawn[0] >= 511 and drawn[1] > 511, drawn  # at least the diagonal is coloured
+        assert drawn[0] >= 200 and drawn[1] > drawn[0], drawn  # at least the diagonal is coloured
         page.locator("#att-text .a").nth(40).hover()
         assert page.locator("#att-text .a[style*='rgba']").count() > 10
         browser.close()
