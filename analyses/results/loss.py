@@ -66,7 +66,7 @@ def training_facts(cards: list[dict[str, Any] | None]) -> tuple[str, float]:
     if train_bytes:
         text += f" on a {one([b / 1e6 for b in train_bytes], '.1f')} MB training split"
     if epochs:
-        text += f", i.e. ~{one(epochs, '.0f')} epochs"
+        text += f", i.e. {one(epochs, '.2f')} epochs"
     if val_docs:
         text += (
             f"; the validation set is small ({one(val_docs, ',')} documents, "
@@ -89,6 +89,7 @@ def section_loss(ctx: Context) -> str:
             "val_loss": val, "bits_per_byte": measured.get("val_bpb", val / LN2),
             "source": source, "val_tokens": measured.get("val_tokens", float("nan")),
             "last_train_loss": trains[-1]["loss"] if trains else float("nan"),
+            "ood_bpb": measured.get("ood_bpb", float("nan")), "train_bpb": measured.get("train_bpb", float("nan")),
             "published": PUBLISHED_LOSS.get(variant, float("nan")),
         })  # fmt: skip
     df = pd.DataFrame(rows)
@@ -98,17 +99,20 @@ def section_loss(ctx: Context) -> str:
     df["Δ_bpb_vs_none"] = df["Δ_vs_none"] / LN2
     df["published_Δ"] = df.published - PUBLISHED_LOSS["none"]
     df = df[["variant", "model", "steps", "val_tokens", "val_loss", "bits_per_byte", "Δ_vs_none",
-             "Δ_bpb_vs_none", "published", "published_Δ", "last_train_loss", "source"]]  # fmt: skip
+             "Δ_bpb_vs_none", "ood_bpb", "train_bpb", "published", "published_Δ", "last_train_loss",
+             "source"]]  # fmt: skip
     table = markdown_table(df, {
         "val_loss": ".4f", "bits_per_byte": ".4f", "Δ_vs_none": "+.4f", "Δ_bpb_vs_none": "+.4f",
         "published": ".4f", "published_Δ": "+.4f", "last_train_loss": ".3f", "steps": ".0f",
+        "ood_bpb": ".4f", "train_bpb": ".4f",
         "val_tokens": lambda v: f"{int(v):,}",
     })  # fmt: skip
     setup, epochs = training_facts([ctx.info(v).card for v in ctx.models])
     parts = [
         "Validation loss (nats/byte) and bits per byte of each shipped model, from its `card.json`: "
-        "`shipped` = re-measured on exactly the shipped bf16 weights (float32 on CPU, all "
-        "validation windows) by `training.ship`, else `final` = the training run's own final "
+        "`shipped` = re-measured on exactly the shipped bf16 weights (float32 on CPU, the "
+        "windows the card names; out of domain and training windows too where measured: `ood_bpb`, "
+        "`train_bpb`) by `training.ship`, else `final` = the training run's own final "
         "evaluation. `published` = the post's values (§2: bilingual Wikipedia, 50k steps x 64 x 512 "
         "bytes ≈ 1.6B bytes), `published_Δ` their difference from RoPE; `last_train_loss` = the "
         "last logged training loss.",
