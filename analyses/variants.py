@@ -4,7 +4,7 @@ Trained runs (``training.train`` run folders, or saved model folders) are compar
 
 1. **Loss**: the final validation loss of each run (from its card: every held-out window), and
    the loss on an out-of-domain token split when one is given (``--ood-data``), computed with the
-   trainer's own `training.trainer.evaluate` over every window of that split. With
+   trainer's own `training.train.trainer.evaluate` over every window of that split. With
    ``--eval-windows N`` both are computed here on the first N windows of each split instead (the
    same windows for every run), which also serves unfinished runs: a run folder without
    ``final/`` is read from its latest training checkpoint, and its step is reported.
@@ -103,7 +103,7 @@ def model_folder(path: str | Path) -> Path:
 
 def held_out_documents(data: str | Path, max_docs: int | None = None) -> dict[str, list[str]]:
     """The validation documents of a token folder, split into ``zh`` and ``en`` (in file order)."""
-    from training.corpus import decode_documents, load_tokens
+    from training.tokens.byte_tokens import decode_documents, load_tokens
 
     out: dict[str, list[str]] = {"zh": [], "en": []}
     for text in decode_documents(np.asarray(load_tokens(data, "val"))):
@@ -133,9 +133,9 @@ def load_run(path: str | Path) -> tuple[HookedIncrementTransformer, int | None]:
     except FileNotFoundError:
         if not ckpt_path.is_file():
             raise
-        from training import checkpointing
-        from training.configs import TrainConfig
-        from training.trainer import build_model
+        from training.runs import checkpointing
+        from training.train.configs import TrainConfig
+        from training.train.trainer import build_model
 
         ckpt = checkpointing.load_checkpoint(ckpt_path)
         model = build_model(TrainConfig.from_dict(ckpt["config"]), load_table=False)
@@ -154,10 +154,10 @@ def loss_table(
 ) -> pd.DataFrame:
     """Validation loss from each card (computed here without a card or with ``eval_windows``),
     OOD loss if asked for; ``steps`` of runs read from checkpoints."""
-    from training.corpus import load_tokens
-    from training.distributed import DistContext
-    from training.metrics import bits_per_byte
-    from training.trainer import evaluate
+    from training.runs.metrics import bits_per_byte
+    from training.tokens.byte_tokens import load_tokens
+    from training.train.distributed import DistContext
+    from training.train.trainer import evaluate
 
     def loss_on(model: HookedIncrementTransformer, data: Path, split: str) -> float:
         try:

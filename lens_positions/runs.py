@@ -3,13 +3,13 @@
 One home for what training writes and the analyses read, so that neither re-declares it:
 
 - a *training run folder* (`training.train`) holds ``metrics.jsonl`` (one JSON record per line,
-  see `training.metrics`), checkpoints, and once finished ``final/`` (the model, with
+  see `training.runs.metrics`), checkpoints, and once finished ``final/`` (the model, with
   ``card.json`` and ``card.md``);
 - a *model folder* (``save_pretrained``, the shipped models) holds ``config.json``,
   ``model.safetensors``, ``card.md`` and, for trained models, ``card.json`` and ``metrics.jsonl``.
 
 `compare_runs` is the loss-comparison table of several run (or model) folders, used by
-``training.compare`` at the end of a comparison and by ``analyses.loss_comparison``.
+``training.train.compare`` at the end of a comparison and by ``analyses.loss_comparison``.
 """
 
 from __future__ import annotations

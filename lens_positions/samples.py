@@ -3,7 +3,7 @@
 A few hundred KB of the shipped models' validation documents (never trained on), one JSON-lines
 file per language (``en.jsonl``, ``zh.jsonl``; rows ``{"text", "source", "val_index"}``), so that
 every analysis runs on real held-out text with no arguments. Written by
-``python -m training.heldout sample`` from the token folder the models were trained on; the
+``python -m training.tokens.heldout sample`` from the token folder the models were trained on; the
 licences of the texts are in ``LICENSE.md`` beside them.
 """
 
@@ -48,7 +48,7 @@ def sample_file(language: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: the shipped held-out sample is missing (write it with "
-            "`python -m training.heldout sample --data TOKEN_DIR`) or give --text-file"
+            "`python -m training.tokens.heldout sample --data TOKEN_DIR`) or give --text-file"
         )
     return path
 

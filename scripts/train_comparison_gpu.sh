@@ -6,7 +6,7 @@
 #   STEPS=50000 DATA=data/tokens RUNS=runs/paper bash scripts/train_comparison_gpu.sh
 #
 # On the device machine, where only 64 MiB travel, carry the token folder as an xz pack
-# (`python -m training.device_pack pack --data data/tokens-v2 --out .pack`, see its docstring)
+# (`python -m training.tokens.device_pack pack --data data/tokens-v2 --out .pack`, see its docstring)
 # and let the script rebuild it first; EXPORT collects what comes back:
 #
 #   PACK=.pack DATA=/tmp/tokens RUNS=/tmp/runs EXPORT=$OUT STEPS=6000 \
@@ -41,7 +41,7 @@ if ! "$PY" -c "import transformer_lens" 2>/dev/null && compgen -G ".whl/*.whl" >
   export PYTHONPATH="$PYTHONPATH:/tmp/lens-site"
 fi
 if [ -n "${PACK:-}" ] && [ ! -f "$DATA/meta.json" ]; then
-  "$PY" -m training.device_pack unpack --pack "$PACK" --out "$DATA"
+  "$PY" -m training.tokens.device_pack unpack --pack "$PACK" --out "$DATA"
 fi
 mkdir -p "$RUNS"
 pids=()

@@ -71,7 +71,7 @@ MIXED_EN = EN_DOC + "一个中文词。"  # under 5% CJK: still English
 @pytest.fixture(scope="module")
 def heldout_token_dir(tmp_path_factory):
     """A token folder whose validation split holds the first 4 documents (2 zh, 2 en)."""
-    from training.corpus import prepare_tokens
+    from training.tokens.byte_tokens import prepare_tokens
 
     root = tmp_path_factory.mktemp("corpus")
     docs = [ZH_DOC, MIXED_EN, ZH_DOC.replace("人工", "机器"), EN_DOC.upper(), "训练用的文本。" * 30, "training text " * 30]

@@ -95,8 +95,8 @@ def test_report_checks_its_options_before_the_model_loads(args, message, existin
 
 
 def test_train_refuses_an_output_that_is_a_file(existing_file, tmp_path, capsys):
-    from training.prepare_tokens import main as prepare
-    from training.train import main
+    from training.tokens.prepare import main as prepare
+    from training.train.command import main
 
     text = tmp_path / "t.jsonl"
     text.write_text("\n".join(json.dumps({"text": f"document {i} " * 30}) for i in range(20)) + "\n")
@@ -136,7 +136,7 @@ def test_a_bad_text_file_is_a_usage_error_of_the_analysis(tmp_path, tiny_model_d
 
 
 def test_prepare_tokens_on_an_empty_file_leaves_no_folder(tmp_path, capsys):
-    from training.prepare_tokens import main
+    from training.tokens.prepare import main
 
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
@@ -147,16 +147,16 @@ def test_prepare_tokens_on_an_empty_file_leaves_no_folder(tmp_path, capsys):
 
 
 def test_graft_with_an_unknown_base_makes_no_folder(tmp_path):
-    from training import graft
+    from training.graft.command import main as graft_main
 
     data = tmp_path / "d.jsonl"
     data.write_text('{"text": "x"}\n')
     out = tmp_path / "run"
     with pytest.raises(SystemExit, match="--base nope-model"):
-        graft.main(["--base", "nope-model", "--data", str(data), "--out", str(out)])
+        graft_main(["--base", "nope-model", "--data", str(data), "--out", str(out)])
     assert not out.exists()
     with pytest.raises(SystemExit, match="--data .*no such file"):
-        graft.main(["--data", str(tmp_path / "missing"), "--out", str(out)])
+        graft_main(["--data", str(tmp_path / "missing"), "--out", str(out)])
     assert not out.exists()
 
 
@@ -207,7 +207,7 @@ def test_an_unknown_flag_is_a_usage_error(module, capsys):
 ])
 def test_ship_checks_its_input_before_writing(args, message, tiny_model_dir, tmp_path, capsys):
     from lens_positions.checkpoints import PRETRAINED_DIR
-    from training import ship
+    from training.evaluation import ship
 
     (tmp_path / "tokens").mkdir()
     (tmp_path / "tokens" / "val.bin").write_bytes(b"")

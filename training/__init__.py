@@ -1,15 +1,20 @@
-"""Training code: the data pipeline listed here, and the trainer's own modules beside it.
+"""Training code, one subpackage per job. Commands are run as ``python -m training.PACKAGE[.MODULE]``.
 
-Data pipeline, one module per stage:
+- `training.corpus`: build the offline bilingual text corpus from installed packages
+  (``python -m training.corpus.build``), documents as JSON lines (docs/offline.md).
+- `training.tokens`: token data on disk: document sources, byte tokenisation and the
+  train/validation/out-of-domain split (``python -m training.tokens.prepare``), training and
+  validation windows, the held-out text files, and the compressed pack a GPU machine receives.
+- `training.runs`: what every training run shares, whichever model it trains: atomic
+  checkpoints, resume and non-finite-loss guards, the metrics log, the learning-rate schedule,
+  and the model card.
+- `training.train`: the byte-level trainer (``python -m training.train``), its configs, the
+  comparison set and the throughput measurement.
+- `training.graft`: learned increments grafted onto a pretrained rotary LM, trained with LoRA
+  (``python -m training.graft``).
+- `training.evaluation`: bits/byte of a finished model on a split, the table of several, and
+  shipping a model into the package (measured again from the shipped file).
 
-- `training.sources`: parse a source spec ("en@hf:wikimedia/wikipedia:20231101.en=1,...") and
-  stream documents from the Hugging Face Hub or local files through the same `datasets` call,
-  interleaved by weight.
-- `training.corpus`: byte tokenisation (ids 0-255, separator 256 after every document), the
-  train/validation split on document identity, and the uint16 token files with their metadata.
-- `training.windows`: training batches as a pure function of (seed, step, rank, world_size),
-  their `IterableDataset` wrapper for DataLoader workers, and fixed validation windows.
-- `training.html_text` and `training.build_offline_corpus`: the offline bilingual corpus built
-  from Debian documentation packages, for machines without internet.
-- `training.prepare_tokens`: command line for `corpus.prepare_tokens`.
+Imports run one way: `lens_positions` ← `training` (never `analyses`); inside, `runs` and
+`tokens` need no other subpackage, the trainers need those two, `evaluation` needs the trainer.
 """

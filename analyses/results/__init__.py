@@ -7,7 +7,7 @@ each with the exact command of the analysis module that reproduces it, and every
 output (its printed report as ``*.md``, CSV tables and figures) under ``OUT/<analysis>/``.
 
 Held-out text: the validation documents of the training split (``data/tokens/val.bin``: whole
-documents the models never trained on), written by `training.heldout.heldout_texts` as JSON
+documents the models never trained on), written by `training.tokens.heldout.heldout_texts` as JSON
 lines into
 ``data/heldout/{zh,en,all}.jsonl`` (a document is Chinese when at least 5% of its characters are
 CJK ideographs; each language's documents in a seeded random order; ``all.jsonl`` holds both

@@ -1,6 +1,6 @@
 """The results document: its sections in order, the header, and the run that writes it.
 
-`run_results` writes the held-out text files (`training.heldout`), runs every section (each runs
+`run_results` writes the held-out text files (`training.tokens.heldout`), runs every section (each runs
 its analysis modules through `Context.run` and builds its tables from their Results), and rewrites
 ``OUT/RESULTS.md`` after every section, so that a running report can be read. A section that
 fails is reported as skipped, with its error, and the others still run.
@@ -49,9 +49,9 @@ from analyses.results.reproductions import (
 from lens_positions.atomic import write_json_atomic, write_text_atomic
 from lens_positions.runs import VARIANT_ORDER
 from lens_positions.samples import ZH_CJK_FRACTION
-from training.heldout import excerpt_files, heldout_texts, text_stats
+from training.tokens.heldout import excerpt_files, heldout_texts, text_stats
 
-#: Bytes per part of ``all.jsonl`` (see `training.heldout.heldout_texts`).
+#: Bytes per part of ``all.jsonl`` (see `training.tokens.heldout.heldout_texts`).
 PART_BYTES = 4000
 
 SECTIONS: tuple[tuple[str, str, Callable[[Context], str]], ...] = (
@@ -107,7 +107,7 @@ def render(
         "",
         "Every analysis reads only held-out text: the validation documents of the training split "
         f"(`{header['data']}/val.bin`, whole documents never trained on), written by "
-        f"`training.heldout.heldout_texts` into JSON lines (Chinese = ≥ {ZH_CJK_FRACTION:.0%} CJK characters; each "
+        f"`training.tokens.heldout.heldout_texts` into JSON lines (Chinese = ≥ {ZH_CJK_FRACTION:.0%} CJK characters; each "
         "language shuffled with seed 0; `all.jsonl`, read by the analyses that take a bounded "
         "amount of mixed text, holds both languages' documents cut at line ends into parts of "
         f"≤ {PART_BYTES:,} bytes, shuffled and merged so that every prefix is about half Chinese, half "
@@ -195,7 +195,7 @@ def run_results(
         header["wall"] = time.time() - start
         write_text_atomic(path, render(ctx, sections, header, stats, finished))
 
-    # The loss table runs last: it reads the cards, which `training.ship` may still be rewriting.
+    # The loss table runs last: it reads the cards, which `training.evaluation.ship` may still be rewriting.
     order = sorted(sections, key=lambda s: s.key == "loss")
     with threadpool_limits(limits=max(1, threads)):
         for s in order:

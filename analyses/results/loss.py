@@ -1,7 +1,7 @@
 """Section 1 of the results document: validation loss of the shipped models, δ per layer.
 
 The numbers come from each model's card (``card.json``: ``shipped`` = re-measured on the shipped
-weights by `training.ship`, else ``final``) and training log (``metrics.jsonl``); the training
+weights by `training.evaluation.ship`, else ``final``) and training log (``metrics.jsonl``); the training
 set-up the text describes (steps, bytes seen, corpus and validation sizes) from the same cards.
 """
 
@@ -112,7 +112,7 @@ def section_loss(ctx: Context) -> str:
         "Validation loss (nats/byte) and bits per byte of each shipped model, from its `card.json`: "
         "`shipped` = re-measured on exactly the shipped bf16 weights (float32 on CPU, the "
         "windows the card names; out of domain and training windows too where measured: `ood_bpb`, "
-        "`train_bpb`) by `training.ship`, else `final` = the training run's own final "
+        "`train_bpb`) by `training.evaluation.ship`, else `final` = the training run's own final "
         "evaluation. `published` = the post's values (§2: bilingual Wikipedia, 50k steps x 64 x 512 "
         "bytes ≈ 1.6B bytes), `published_Δ` their difference from RoPE; `last_train_loss` = the "
         "last logged training loss.",
@@ -142,7 +142,7 @@ def section_loss(ctx: Context) -> str:
             "--out", str(ctx.out / "loss_comparison")]  # fmt: skip
     parts += [
         "",
-        "Reproduce: the cards are written by `training.ship`; the training-run numbers and "
+        "Reproduce: the cards are written by `training.evaluation.ship`; the training-run numbers and "
         "loss curves come from",
         "",
         code_block(command("loss_comparison", argv)),

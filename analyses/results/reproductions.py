@@ -25,7 +25,7 @@ from analyses.results.context import (
     rel,
 )
 from lens_positions.atomic import write_text_atomic
-from training.heldout import docs_for_bytes
+from training.tokens.heldout import docs_for_bytes
 
 PUBLISHED_HEAD_RATES = "r −0.35, Spearman −0.48 (48 layer-heads)"
 

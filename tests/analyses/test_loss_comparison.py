@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from analyses.loss_comparison import compare_runs, curves, format_table, main
-from training.configs import named_config
-from training.corpus import prepare_tokens
-from training.trainer import RunOptions, train
+from training.tokens.byte_tokens import prepare_tokens
+from training.train.configs import named_config
+from training.train.trainer import RunOptions, train
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from analyses import variants
 from analyses.word_boundaries import word_boundary_table
 from lens_positions import HookedIncrementTransformer
-from training.corpus import load_tokens, prepare_tokens
+from training.tokens.byte_tokens import load_tokens, prepare_tokens
 
 from ..conftest import small_config
 from .conftest import EN_TEXT, ZH_TEXT, make_model
@@ -139,8 +139,8 @@ def test_command_line(token_dir: Path, saved: dict[str, Path], tmp_path: Path, c
 
 
 def test_unfinished_runs_are_read_from_their_checkpoint(token_dir: Path, tmp_path: Path):
-    from training.configs import named_config
-    from training.trainer import NonFiniteLossError, RunOptions, train
+    from training.train.configs import named_config
+    from training.train.trainer import NonFiniteLossError, RunOptions, train
 
     cfg = named_config("tiny").replace(
         increments="per_layer", signed=True, steps=20, checkpoint_every=5, eval_every=5, threads=1
@@ -160,7 +160,7 @@ def test_unfinished_runs_are_read_from_their_checkpoint(token_dir: Path, tmp_pat
 
 
 def test_a_missing_ood_split_is_a_usage_error(token_dir: Path, saved: dict[str, Path], capsys):
-    """The OOD split is read with `training.corpus.load_tokens`: a folder without one (or a split
+    """The OOD split is read with `training.tokens.byte_tokens.load_tokens`: a folder without one (or a split
     name it does not know) stops the command with the loader's message."""
     base = ["--data", str(token_dir), "--run", f"none={saved['none']}", "--ood-data", str(token_dir)]
     for split, message in (("ood", "has no 'ood' split"), ("nope", "split must be one of")):

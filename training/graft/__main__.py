@@ -1,0 +1,5 @@
+import sys
+
+from training.graft.command import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from training.train.command import main
+
+sys.exit(main())
