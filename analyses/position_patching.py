@@ -18,17 +18,21 @@ on the base model (δ = 1 everywhere: `analyses._interventions.base_model_check`
 Parts: `analyses._interventions` (part 1), `analyses._entity_patching` (part 2), the entity list
 in `analyses._entity_list`; this module holds the command and the reports.
 
+On a bridge the defaults are a first look (`TOKEN_FIRST_LOOK`: 6 windows, every 5th layer and
+the last, 3 carriers: what ``results/position_patching/smollm2-135m-per-layer`` used); ``--full``
+takes 64 windows, every layer and every carrier, as on the byte models.
+
 Command::
 
     python -m analyses.position_patching [--model NAME_OR_DIR] [--text-file FILE ...] \
-        [--layers L ...] --out out/position_patching
+        [--layers L ...] [--full] --out out/position_patching
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from analyses import _tokens
 from analyses._common import (
@@ -70,6 +74,13 @@ __all__ = [
 ]  # fmt: skip
 
 
+#: Defaults of the byte models and of ``--full``: windows and carriers.
+FULL_MAX_WINDOWS = 64
+#: A bridge's first look without ``--full`` (30 layers × 4 interventions × 64 windows took over
+#: 4 minutes on two cores): windows, the layer stride (the last layer is always added), carriers.
+TOKEN_FIRST_LOOK = {"max_windows": 6, "layer_step": 5, "carriers": 3}
+
+
 @dataclass
 class Params:
     """Options of `run` (the command's flags of the same names)."""
@@ -78,13 +89,14 @@ class Params:
     max_docs: int | None = None
     held_out: float | None = None
     window_bytes: int | None = None
-    max_windows: int = 64
+    max_windows: int | None = None  # None: FULL_MAX_WINDOWS, or a bridge's first look
     window_tokens: int = _tokens.WINDOW_TOKENS  # pretrained rotary models: tokens per window after the BOS
-    layers: list[int] | None = None  # layers intervened on and patched (default all)
+    layers: list[int] | None = None  # layers intervened on and patched (None: all, or a bridge's first look)
     interventions: list[str] = field(default_factory=lambda: list(INTERVENTIONS))
     continuation: str = "."
     max_entities: int | None = None
-    carriers: int = len(CARRIERS)
+    carriers: int | None = None  # None: every carrier, or a bridge's first look
+    full: bool = False  # a bridge: every window, layer and carrier (the byte models' defaults)
     no_per_position: bool = False
     no_entities: bool = False
     seed: int = 0
@@ -97,11 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m analyses.position_patching", description=__doc__.split("\n")[0]
     )
     add_common_args(parser, "out/position_patching", batch_size=16, seed=True)
-    add_text_args(parser, max_windows=64)
+    add_text_args(parser, max_windows=FULL_MAX_WINDOWS)
+    parser.set_defaults(max_windows=None)  # resolved per unit in `resolve_sizes`
     parser.add_argument("--interventions", nargs="+", default=list(INTERVENTIONS), choices=INTERVENTIONS)
     parser.add_argument("--continuation", default=".", help="continuation scored after each entity")
     parser.add_argument("--max-entities", type=int, default=None, help="use only the first N entities")
-    parser.add_argument("--carriers", type=int, default=len(CARRIERS), help="use only the first N carriers")
+    parser.add_argument("--carriers", type=int, default=None,
+                        help=f"use only the first N carriers (default all {len(CARRIERS)}; a bridge: see --full)")
+    parser.add_argument("--full", action="store_true",
+                        help=f"a bridge: {FULL_MAX_WINDOWS} windows, every layer and carrier instead of the first "
+                             f"look ({TOKEN_FIRST_LOOK['max_windows']} windows, every {TOKEN_FIRST_LOOK['layer_step']}th "
+                             f"layer and the last, {TOKEN_FIRST_LOOK['carriers']} carriers)")
     parser.add_argument("--no-per-position", action="store_true", help="skip the per-position entity patches")
     parser.add_argument("--no-entities", action="store_true", help="skip part 2")
     parser.add_argument("--layers", type=int, nargs="+", default=None,
@@ -154,11 +172,25 @@ def add_entity_patching(
     return ent
 
 
+def resolve_sizes(s: Subject, p: Params) -> Params:
+    """``p`` with its windows, layers and carriers set: the flags, else the unit's defaults."""
+    first_look = s.unit == "token" and not p.full
+    step = TOKEN_FIRST_LOOK["layer_step"]
+    return replace(
+        p,
+        max_windows=p.max_windows or (TOKEN_FIRST_LOOK["max_windows"] if first_look else FULL_MAX_WINDOWS),
+        layers=p.layers if p.layers is not None else (
+            sorted({*range(0, s.n_layers, step), s.n_layers - 1}) if first_look else None),
+        carriers=p.carriers if p.carriers is not None else (
+            TOKEN_FIRST_LOOK["carriers"] if first_look else len(CARRIERS)),
+    )
+
+
 def run(model: HookedIncrementTransformer | Subject, params: Params) -> Result:
     """Part 1 (tables interventions, interventions_per_window) and part 2 (entity_patching and its
     per-prompt and per-position tables), with a figure each."""
-    p = params
     s = subject_of(model)
+    p = resolve_sizes(s, params)
     model = s.model
     if s.unit == "token":
         windows, source = _tokens.held_out_windows(model, p)
