@@ -29,9 +29,18 @@ English protocol (defined here; not in the post): in the same windows, every ASC
 Per-head models: one row per head and one for δ averaged over heads (``head = "mean"``).
 Models whose δ is the same in every layer report one ``shared`` (or ``none``) row.
 
-A pretrained rotary model (``--model smollm2-135m-per-layer``) has BPE tokens: ``run`` hands it over
-to `analyses.token_increments` (English word-start AUC at the BPE level) over the English files;
-Chinese files are refused (the gap protocol is byte-level).
+The Chinese protocol runs on any model (`analyses._gaps`, written once for bytes and tokens).
+On a pretrained rotary model (``--model gemma3-270m-per-layer``) a gap is scored where a token
+starts at the second character; a gap inside a token (会自动 holds 会|自动) has no δ of its own
+and is counted, not scored: the report gives the share of jieba's boundaries the tokenizer hides
+so, and the share of scored gaps that fall inside a jieba word. Its windows hold 256 tokens after
+the BOS. The English protocol is byte-level: on a bridge the English files are handed over to
+`analyses.token_increments` (English word-start AUC at the BPE level).
+
+``--probe`` adds the δ-free yardstick: per layer, a logistic probe of the residual stream entering
+the layer at the scored units, trained on 70% of the documents and scored by AUC on the rest
+(`analyses._gaps.probe_table`). On a base model (δ = 1, AUC 0.5 by construction) it is the only
+informative row.
 
 Command::
 
@@ -42,135 +51,38 @@ Command::
 from __future__ import annotations
 
 import argparse
-import logging
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from jaxtyping import Float, Int
-from sklearn.metrics import roc_auc_score
-from tqdm.auto import tqdm
 
 from analyses import _common, token_increments
-from analyses._common import (
-    HookSpec,
-    Result,
-    char_windows,
-    delta_rows,
-    head_axis,
-    is_cjk,
-    run_batches,
-    window_limit,
+from analyses._common import HookSpec, Result, char_windows, delta_rows, window_limit
+from analyses._gaps import (  # noqa: F401 - the protocol's parts, re-exported
+    PUBLISHED_ZH_PER_LAYER,
+    PUBLISHED_ZH_SHARED,
+    GapSet,
+    auc_table,
+    bootstrap_auc,
+    chinese_window_limit,
+    collect_chinese_gaps,
+    jieba_boundaries,
+    probe_table,
+    score_units,
+    weighted_auc,
 )
 from lens_positions import HookedIncrementTransformer
 from lens_positions.samples import sample_file
 from lens_positions.subject import subject_of
 
-#: Published Chinese AUCs (§3.3): the 6-layer per-layer model, and the shared model.
-PUBLISHED_ZH_PER_LAYER = {"L0": 0.50, "L1": 0.54, "L2": 0.68, "L3": 0.37, "L4": 0.63, "L5": 0.47}
-PUBLISHED_ZH_SHARED = {"shared": 0.50}
+#: A bridge's first look without ``--full`` or ``--max-gaps``: documents until this many Chinese
+#: gaps are scored (a forward pass of a pretrained model costs ~100x a byte model's).
+TOKEN_FIRST_LOOK_GAPS = 3000
 
 _BOUNDARY_BYTES = frozenset(b" \t\n\r") | frozenset(string.punctuation.encode()) - {ord("'")}
 _LETTERS = frozenset(string.ascii_letters.encode())
-
-
-@dataclass
-class GapSet:
-    """Scored gaps of one task.
-
-    scores: δ at each gap [n_gaps, n_rows, n_heads_out] (n_heads_out = 1 unless per-head).
-    labels: 1 for a word boundary, 0 for a within-word gap [n_gaps].
-    rows: row labels (``L0``..., or ``shared``/``none``); task: ``"zh"`` or ``"en"``.
-    """
-
-    task: str
-    rows: list[str]
-    scores: Float[np.ndarray, "gaps rows heads"]
-    labels: Int[np.ndarray, " gaps"]
-
-
-def jieba_boundaries(text: str) -> set[int]:
-    """Character offsets i such that jieba (precise mode) starts a new word at ``text[i]``."""
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)  # its dictionary loading prints to stderr otherwise
-    out, pos = set(), 0
-    for word in jieba.cut(text, cut_all=False, HMM=True):
-        pos += len(word)
-        out.add(pos)
-    out.discard(len(text))
-    return out
-
-
-def _score(
-    model: HookedIncrementTransformer,
-    token_lists: list[list[int]],
-    targets: list[list[int]],
-    batch_size: int,
-    fwd_hooks: HookSpec,
-    progress: bool,
-    desc: str,
-) -> np.ndarray:
-    """δ at the given token indices of each sequence: [sum of len(targets), n_rows, heads]."""
-    rows = delta_rows(model)
-    names = [f"blocks.{layer}.hook_delta" for layer, _ in rows]
-    n_out = model.cfg.n_delta_outputs
-    offsets = np.cumsum([0] + [len(t) for t in targets])
-    out = np.zeros((offsets[-1], len(rows), n_out))
-    keep = [i for i, t in enumerate(targets) if t]
-    for idx, _, captured in run_batches(
-        model,
-        [token_lists[i] for i in keep],
-        names,
-        batch_size,
-        fwd_hooks,
-        progress=progress,
-        desc=desc,
-    ):
-        for row, j in enumerate(idx):
-            i = keep[j]
-            where = np.asarray(targets[i])
-            for r, name in enumerate(names):
-                out[offsets[i] : offsets[i + 1], r] = head_axis(
-                    captured[name][row], n_out
-                ).numpy()[where]
-    return out
-
-
-def collect_chinese_gaps(
-    model: HookedIncrementTransformer,
-    texts: Sequence[str],
-    max_tokens: int | None = None,
-    max_gaps: int | None = None,
-    batch_size: int = 8,
-    fwd_hooks: HookSpec = None,
-    progress: bool = True,
-) -> GapSet:
-    """Steps 1-4 of the Chinese protocol. Documents are taken in order until at least
-    ``max_gaps`` gaps are collected (the last document is kept whole)."""
-    limit = window_limit(model, max_tokens)
-    token_lists: list[list[int]] = []
-    targets: list[list[int]] = []
-    labels: list[int] = []
-    for d, text in enumerate(tqdm(texts, desc="jieba", disable=not progress, leave=False)):
-        if max_gaps is not None and len(labels) >= max_gaps:
-            break
-        boundaries = jieba_boundaries(text)
-        for w in char_windows(text, limit, d):
-            where = []
-            for j in range(1, w.end - w.start):
-                g = w.start + j
-                if is_cjk(text[g - 1]) and is_cjk(text[g]):
-                    where.append(w.char_tokens[j])
-                    labels.append(int(g in boundaries))
-            token_lists.append(w.tokens)
-            targets.append(where)
-    scores = _score(model, token_lists, targets, batch_size, fwd_hooks, progress, "zh gaps")
-    return GapSet(
-        "zh", [label for _, label in delta_rows(model)], scores, np.asarray(labels, dtype=np.int64)
-    )
 
 
 def english_targets(tokens: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -212,114 +124,10 @@ def collect_english_boundaries(
             token_lists.append(w.tokens)
             targets.append(where)
             labels.extend(lab)
-    scores = _score(model, token_lists, targets, batch_size, fwd_hooks, progress, "en letters")
+    scores, _ = score_units(model, token_lists, targets, batch_size, fwd_hooks, progress, "en letters")
     return GapSet(
         "en", [label for _, label in delta_rows(model)], scores, np.asarray(labels, dtype=np.int64)
     )
-
-
-# ------------------------------------------------------------------------------------------ AUC
-def weighted_auc(
-    scores: Float[np.ndarray, " n"],
-    labels: Int[np.ndarray, " n"],
-    weights: Float[np.ndarray, "b n"],
-) -> Float[np.ndarray, " b"]:
-    """ROC-AUC (ties count one half) of each row of sample weights (bootstrap multiplicities).
-
-    Equal to scikit-learn's `roc_auc_score` with ``sample_weight`` but vectorised over resamples:
-    AUC = sum over positives of w * (negative weight below + half the tied negative weight) /
-    (positive weight * negative weight). NaN where a resample lacks one class.
-    """
-    values, inverse = np.unique(scores, return_inverse=True)
-    n_vals = len(values)
-    b = weights.shape[0]
-    # Per resample and distinct score: total weight of positives and negatives with that score.
-    flat = (inverse[None, :] + n_vals * np.arange(b)[:, None]).ravel()
-    pos = np.bincount(
-        flat, weights=(weights * labels[None, :]).ravel(), minlength=b * n_vals
-    ).reshape(b, n_vals)
-    neg = np.bincount(
-        flat, weights=(weights * (1 - labels)[None, :]).ravel(), minlength=b * n_vals
-    ).reshape(b, n_vals)
-    below = np.cumsum(neg, axis=1) - neg
-    num = (pos * (below + 0.5 * neg)).sum(axis=1)
-    den = pos.sum(axis=1) * neg.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / den, np.nan)
-
-
-def bootstrap_auc(
-    scores: Float[np.ndarray, "n k"],
-    labels: Int[np.ndarray, " n"],
-    n_boot: int = 1000,
-    seed: int = 0,
-    chunk: int = 50,
-) -> Float[np.ndarray, "n_boot k"]:
-    """AUCs of ``n_boot`` resamples (with replacement) of the n gaps, for each of k score columns;
-    every column sees the same resamples."""
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    out = np.empty((n_boot, scores.shape[1]))
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        draws = rng.integers(0, n, size=(b, n))
-        weights = np.stack([np.bincount(row, minlength=n) for row in draws]).astype(np.float64)
-        for k in range(scores.shape[1]):
-            out[start : start + b, k] = weighted_auc(scores[:, k], labels, weights)
-    return out
-
-
-def auc_table(
-    gaps: GapSet, n_boot: int = 1000, seed: int = 0, n_layers: int | None = None
-) -> pd.DataFrame:
-    """ROC-AUC per row (and per head plus head mean for per-head models) with bootstrap CIs.
-
-    n_layers: the model's layer count; published per-layer values are shown only for a 6-layer
-        model, the published shared value for the ``shared`` row.
-    Columns: task, layer, head, auc, ci_low, ci_high, n_gaps, n_boundaries, base_rate,
-    mean_boundary, mean_within (mean δ of each class), reference.
-    """
-    n_heads = gaps.scores.shape[2]
-    heads: list[str | int] = ["mean"] + (list(range(n_heads)) if n_heads > 1 else [])
-    columns, keys = [], []
-    for r, label in enumerate(gaps.rows):
-        for h in heads:
-            columns.append(gaps.scores[:, r].mean(-1) if h == "mean" else gaps.scores[:, r, h])
-            keys.append((label, h))
-    y = gaps.labels
-    n, n_pos = len(y), int(y.sum())
-    two_classes = 0 < n_pos < n
-    boots = (
-        bootstrap_auc(np.stack(columns, 1), y, n_boot, seed) if two_classes and n_boot > 0 else None
-    )
-    reference = {}
-    if gaps.task == "zh":
-        reference = dict(PUBLISHED_ZH_SHARED)
-        if n_layers == 6:
-            reference.update(PUBLISHED_ZH_PER_LAYER)
-    records = []
-    for k, ((label, h), s) in enumerate(zip(keys, columns, strict=True)):
-        auc = float(roc_auc_score(y, s)) if two_classes else np.nan
-        lo = hi = np.nan
-        if boots is not None:
-            lo, hi = np.nanpercentile(boots[:, k], [2.5, 97.5])
-        records.append(
-            {
-                "task": gaps.task,
-                "layer": label,
-                "head": str(h),
-                "auc": auc,
-                "ci_low": float(lo),
-                "ci_high": float(hi),
-                "n_gaps": n,
-                "n_boundaries": n_pos,
-                "base_rate": n_pos / n if n else np.nan,
-                "mean_boundary": float(s[y == 1].mean()) if n_pos else np.nan,
-                "mean_within": float(s[y == 0].mean()) if n - n_pos else np.nan,
-                "reference": reference.get(label) if h == "mean" and n_heads == 1 else None,
-            }
-        )
-    return pd.DataFrame(records)
 
 
 def word_boundary_table(
@@ -391,6 +199,8 @@ class Params:
     n_boot: int = 1000
     seed: int = 0
     batch_size: int = 8
+    probe: bool = False  # the residual-stream probe per layer (Chinese gaps)
+    full: bool = False  # a bridge: every document instead of the first look's TOKEN_FIRST_LOOK_GAPS
     progress: bool = True
 
 
@@ -424,63 +234,101 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)"
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--full", action="store_true",
+                        help=f"a bridge: every document of the files instead of the first look (documents "
+                             f"until {TOKEN_FIRST_LOOK_GAPS} Chinese gaps are scored)")
+    parser.add_argument("--probe", action="store_true",
+                        help="also probe the residual stream entering each layer for jieba boundaries "
+                             "(the δ-free yardstick; Chinese gaps)")
     return parser
 
 
-def _token_hand_over(model, p: Params) -> Result:
-    """A pretrained rotary bridge: `analyses.token_increments` (English word-start AUC at the BPE
-    level) over the English files (default: the shipped English sample). The Chinese protocol
-    scores gaps between characters, which BPE tokens do not line up with: refused."""
-    if p.text_file:
-        raise _common.InputError(
-            "the Chinese protocol (gaps between characters vs jieba) is byte-level and does not run "
-            "on a pretrained rotary model's BPE tokens; give --en-file for the English word-start "
-            "AUC at the BPE level (analyses.token_increments)"
-        )
-    files = p.en_file or [str(sample_file("en"))]
-    texts = _common.read_texts(files, p.en_source, p.max_docs)
-    return token_increments.hand_over(model, "word_boundaries", texts, ", ".join(map(str, files)),
-                                      p.max_tokens, p.batch_size,
-                                      "Not run: the Chinese gaps vs jieba (a byte-level protocol). ")  # fmt: skip
+def _chinese_section(model, zh: list[str], p: Params) -> tuple[list[str], dict[str, pd.DataFrame], dict]:
+    """The Chinese protocol on any model: its Markdown lines, tables and facts."""
+    s = subject_of(model)
+    max_gaps = p.max_gaps
+    if max_gaps is None and s.unit == "token" and not p.full:
+        max_gaps = TOKEN_FIRST_LOOK_GAPS
+    gaps = collect_chinese_gaps(model, zh, max_tokens=p.max_tokens, max_gaps=max_gaps,
+                                batch_size=p.batch_size, progress=p.progress, residual=p.probe)
+    table = auc_table(gaps, p.n_boot, p.seed, s.n_layers)
+    tables = {"word_boundaries": table}
+    f = gaps.facts()
+    lines = [f"## Chinese gaps vs jieba: {f['scored_gaps']} scored, {int(gaps.labels.sum())} boundaries "
+             f"(base rate {gaps.labels.mean():.3f})\n" if len(gaps.labels) else
+             "## Chinese gaps vs jieba: none scored\n"]
+    if s.unit == "token":
+        lines.append(
+            f"Token level: {f['hidden_gaps']} more gaps lie inside a token and have no δ; they hold "
+            f"{f['hidden_boundary_share']:.1%} of jieba's boundaries between Chinese characters. "
+            f"{f['scored_inside_word_share']:.1%} of the scored gaps (token starts) fall inside a "
+            "jieba word.\n")
+    cols = ["layer", "head", "auc", "ci_low", "ci_high", "mean_boundary", "mean_within", "reference"]
+    if s.delta_heads == 1:
+        cols.remove("head")
+    lines.append(_common.markdown_table(table[cols], {"reference": ".2f"}) + "\n")
+    if p.probe:
+        probes = probe_table(gaps, p.n_boot, p.seed)
+        tables["residual_probe"] = probes
+        first = probes.iloc[0]
+        lines += [f"## Residual probe (δ-free yardstick): {first['n_train']} training and "
+                  f"{first['n_test']} test gaps, held-out documents\n",
+                  _common.markdown_table(probes[["layer", "auc", "ci_low", "ci_high"]]) + "\n"]
+    return lines, tables, f
 
 
 def run(model: HookedIncrementTransformer, params: Params) -> Result:
-    """`word_boundary_table` (table word_boundaries) and the AUC figure. A pretrained rotary
-    bridge is handed over to `analyses.token_increments` (see `_token_hand_over`)."""
+    """The Chinese protocol on any model (table word_boundaries; with ``probe`` also
+    residual_probe) and the English one (byte models; a bridge hands its English files over to
+    `analyses.token_increments`), with the AUC figure."""
     p = params
+    s = subject_of(model)
     zh_files, en_files = p.text_file, p.en_file
-    if subject_of(model).unit == "token":
-        return _token_hand_over(model, p)
     if zh_files is None and en_files is None:
         zh_files, en_files = [str(sample_file("zh"))], [str(sample_file("en"))]
     if not zh_files and not en_files:
         raise _common.InputError("give --text-file (Chinese) and/or --en-file (English)")
     zh = _common.read_texts(zh_files, p.source, p.max_docs) if zh_files else None
     en = _common.read_texts(en_files, p.en_source, p.max_docs) if en_files else None
-    table = word_boundary_table(
-        model, zh, en, max_tokens=p.max_tokens, max_gaps=p.max_gaps, n_boot=p.n_boot,
-        seed=p.seed, batch_size=p.batch_size, progress=p.progress,
-    )  # fmt: skip
-    variant = subject_of(model).label
+    variant = s.label
     lines = [f"# Word boundaries — {variant}\n"]
-    for task, sub in table.groupby("task", sort=False):
-        first = sub.iloc[0]
-        what = "Chinese gaps vs jieba" if task == "zh" else "English word starts vs within-word letters"
-        lines.append(
-            f"## {what}: {first['n_gaps']} scored, {first['n_boundaries']} boundaries "
-            f"(base rate {first['base_rate']:.3f})\n"
-        )
-        cols = ["layer", "head", "auc", "ci_low", "ci_high", "mean_boundary", "mean_within", "reference"]
-        if not model.cfg.per_head:
+    tables: dict[str, pd.DataFrame] = {}
+    facts: dict = {"variant": variant, "n_layers": s.n_layers, "unit": s.unit,
+                   "window_units": chinese_window_limit(model, p.max_tokens)}
+    if zh:
+        zh_lines, tables, zh_facts = _chinese_section(model, zh, p)
+        lines += zh_lines
+        facts.update(zh_facts)
+    handed = None
+    if en and s.unit == "token":
+        handed = token_increments.hand_over(model, "word_boundaries", en, ", ".join(map(str, en_files)),
+                                            p.max_tokens, p.batch_size, "")
+        lines.append(handed.markdown)
+        tables.update(handed.tables)
+        facts["handed_over_from"] = "word_boundaries"
+    elif en:
+        en_table = auc_table(collect_english_boundaries(
+            model, en, max_tokens=p.max_tokens, max_gaps=p.max_gaps, batch_size=p.batch_size,
+            progress=p.progress), p.n_boot, p.seed, s.n_layers)
+        first = en_table.iloc[0]
+        lines.append(f"## English word starts vs within-word letters: {first['n_gaps']} scored, "
+                     f"{first['n_boundaries']} boundaries (base rate {first['base_rate']:.3f})\n")
+        cols = ["layer", "head", "auc", "ci_low", "ci_high", "mean_boundary", "mean_within"]
+        if s.delta_heads == 1:
             cols.remove("head")
-        lines.append(_common.markdown_table(sub[cols], {"reference": ".2f"}) + "\n")
-    return Result(
-        "\n".join(lines),
-        tables={"word_boundaries": table},
-        figures={"word_boundaries": plot_auc(table, f"word boundaries — {variant}")},
-        facts={"variant": variant, "n_layers": model.cfg.n_layers,
-               "window_tokens": window_limit(model, p.max_tokens)},
-    )  # fmt: skip
+        lines.append(_common.markdown_table(en_table[cols]) + "\n")
+        tables["word_boundaries"] = pd.concat([tables["word_boundaries"], en_table], ignore_index=True) \
+            if "word_boundaries" in tables else en_table
+    figures = {}
+    if "word_boundaries" in tables:
+        plotted = tables["word_boundaries"]
+        if "residual_probe" in tables:
+            plotted = pd.concat([plotted, tables["residual_probe"].assign(
+                task="zh residual probe", head="mean", reference=None)], ignore_index=True)
+        figures["word_boundaries"] = plot_auc(plotted, f"word boundaries — {variant}")
+    if handed is not None:
+        figures.update(handed.figures)
+    return Result("\n".join(lines), tables=tables, figures=figures, facts=facts)
 
 
 def main(argv: Sequence[str] | None = None) -> Result:

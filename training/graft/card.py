@@ -85,6 +85,9 @@ def render_card(card: dict[str, Any]) -> str:
         f"- split: {json.dumps(data['split'])}",
         f"- train {data['train']['tokens']:,} tokens / {data['train']['documents']:,} documents; "
         f"held out {data['val']['tokens']:,} tokens / {data['val']['documents']:,} documents",
+        f"- windows of {card['options'].get('n_ctx')} tokens"
+        + (f", each starting with token id {card['window_start_id']} (the BOS)"
+           if card.get("window_start_id") is not None else " (no start token)"),
         "", "## Options", "", "```json", json.dumps(card["options"], indent=2), "```", "",
     ]
     return "\n".join(lines)

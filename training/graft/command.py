@@ -31,6 +31,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--n-ctx", type=int, default=256)
+    p.add_argument("--window-start", default="auto", choices=["auto", "bos", "none"],
+                   help="token each training and held-out window starts with: auto = the BOS when the "
+                        "tokenizer puts one before every text (Gemma), none when it does not (SmolLM2)")
     p.add_argument("--lr", type=float, default=2e-4, help="LoRA (or full) learning rate")
     p.add_argument("--delta-lr", type=float, default=1e-3, help="δ-MLP learning rate")
     p.add_argument("--weight-decay", type=float, default=0.0)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from lens_positions.atomic import atomic_open, write_json_atomic
 from training.tokens.byte_tokens import content_key
@@ -85,3 +86,30 @@ def prepare_tokens(args: argparse.Namespace, tokenizer: Any, out: Path) -> dict[
 
 def load_split(out: Path, meta: dict[str, Any], split: str) -> np.ndarray:
     return np.fromfile(out / "tokens" / f"{split}.bin", dtype=meta["dtype"])
+
+
+def window_start_id(choice: str, tokenizer: Any) -> int | None:
+    """The id every window starts with (``--window-start``), or None for plain windows.
+
+    ``auto`` follows the tokenizer: a model whose tokenizer puts a BOS before every text (Gemma)
+    was trained with one there and degrades without it, so its windows start with it too, as
+    the analyses' windows do; a tokenizer that adds none (SmolLM2) gets plain windows.
+    """
+    bos = tokenizer.bos_token_id
+    if choice == "none":
+        return None
+    if choice == "bos":
+        if bos is None:
+            raise SystemExit("graft: --window-start bos: the tokenizer has no BOS token")
+        return int(bos)
+    ids = tokenizer("a")["input_ids"]
+    return int(bos) if bos is not None and ids and ids[0] == bos else None
+
+
+def start_windows(x: torch.Tensor, y: torch.Tensor, start: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows [batch, n_ctx] beginning with ``start``: x = (start, t0 .. t_{n-2}), y = (t0 .. t_{n-1}),
+    so the loss still counts n_ctx predictions per window (the first from the start token alone)."""
+    if start is None:
+        return x, y
+    first = torch.full_like(x[:, :1], start)
+    return torch.cat([first, x[:, :-1]], dim=1), x

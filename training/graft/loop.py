@@ -26,7 +26,7 @@ from lens_positions.rotary_models import (
     resolve_base,
 )
 from training.graft.card import RUNTIME_OPTIONS, build_card, options_dict, render_card
-from training.graft.data import load_split, prepare_tokens
+from training.graft.data import load_split, prepare_tokens, start_windows, window_start_id
 from training.runs import checkpointing, guards
 from training.runs.metrics import MetricsLog, delta_stats, truncate_metrics
 from training.runs.schedule import warmup_cosine
@@ -94,8 +94,10 @@ def lm_loss(bridge: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(bridge: nn.Module, val: np.ndarray, n_ctx: int, windows: int, batch: int) -> dict[str, Any]:
-    """Mean held-out loss over the first ``windows`` fixed windows, and δ statistics per layer."""
+def evaluate(bridge: nn.Module, val: np.ndarray, n_ctx: int, windows: int, batch: int,
+             start: int | None = None) -> dict[str, Any]:
+    """Mean held-out loss over the first ``windows`` fixed windows (each beginning with ``start``
+    when given, `start_windows`), and δ statistics per layer."""
     was_training = bridge.training
     bridge.eval()
     n = min(windows, (len(val) - 1) // n_ctx)
@@ -105,11 +107,12 @@ def evaluate(bridge: nn.Module, val: np.ndarray, n_ctx: int, windows: int, batch
         starts = np.arange(s, min(n, s + batch)) * n_ctx
         index = starts[:, None] + np.arange(n_ctx + 1)
         w = torch.from_numpy(val[index].astype(np.int64))
-        logits, cache = bridge.run_with_cache(w[:, :-1], names_filter=lambda name: name in names)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), w[:, 1:].reshape(-1),
+        x, y = start_windows(w[:, :-1], w[:, 1:], start)
+        logits, cache = bridge.run_with_cache(x, names_filter=lambda name: name in names)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
                                reduction="sum")
         total += loss.item()
-        count += w[:, 1:].numel()
+        count += y.numel()
         deltas.append(torch.stack([cache[name] for name in names]))
     bridge.train(was_training)
     return {"val_loss": total / count, "val_tokens": count, "val_windows": n,
@@ -161,6 +164,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     bridge, lora_modules, fingerprint, base_name = (
         built.bridge, built.lora_modules, built.fingerprint, built.base_name)
     meta = prepare_tokens(args, built.tokenizer, out)
+    start = window_start_id(args.window_start, built.tokenizer)
     train_tokens, val_tokens = load_split(out, meta, "train"), load_split(out, meta, "val")
     params = trainable(built)
     delta_params = [p for k, p in params.items() if k.startswith("delta.")]
@@ -190,7 +194,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
           f"{meta['train']['tokens']:,} train / {meta['val']['tokens']:,} held-out tokens; "
           f"{'resuming at step ' + str(step) if ckpt else 'starting'}", flush=True)
     if base_eval is None:  # step 0: the grafted model is exactly the base model
-        base_eval = evaluate(bridge, val_tokens, args.n_ctx, args.eval_windows, args.batch_size)
+        base_eval = evaluate(bridge, val_tokens, args.n_ctx, args.eval_windows, args.batch_size, start)
         log.write({"kind": "eval", "step": 0, **base_eval})
         print(f"graft: base model held-out loss {base_eval['val_loss']:.4f}", flush=True)
 
@@ -202,7 +206,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     t0 = time.monotonic()
     window_loss, window_n, window_t = 0.0, 0, time.monotonic()
     while step < args.steps:
-        x, y = train_batch(train_tokens, step, args.batch_size, args.n_ctx, seed=args.seed)
+        x, y = start_windows(*train_batch(train_tokens, step, args.batch_size, args.n_ctx, seed=args.seed), start)
         loss = lm_loss(bridge, x, y)
         if step + 1 == args.debug_nan_at_step:  # test hook: poisons the gradients too
             loss = loss * float("nan")
@@ -232,7 +236,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             window_loss, window_n, window_t = 0.0, 0, now
         if args.eval_every and step % args.eval_every == 0 and step < args.steps:
             log.write({"kind": "eval", "step": step,
-                       **evaluate(bridge, val_tokens, args.n_ctx, args.eval_windows, args.batch_size)})
+                       **evaluate(bridge, val_tokens, args.n_ctx, args.eval_windows, args.batch_size, start)})
         if step % args.checkpoint_every == 0 or step == args.steps:
             elapsed += time.monotonic() - t0
             t0 = time.monotonic()
@@ -245,10 +249,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             log.close()
             return {}
     elapsed += time.monotonic() - t0
-    final = evaluate(bridge, val_tokens, args.n_ctx, args.eval_windows, args.batch_size)
+    final = evaluate(bridge, val_tokens, args.n_ctx, args.eval_windows, args.batch_size, start)
     log.write({"kind": "final", "step": step, **final})
     log.close()
     card = build_card(args, history, meta, step, elapsed, base_eval, final, n_trainable, base_name)
+    card["window_start_id"] = start
     adapter = out / "adapter"
     lora = ({"r": args.lora_rank, "alpha": args.lora_alpha, "modules": sorted(lora_modules)}
             if lora_modules else None)
@@ -265,7 +270,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             for p in params.values():
                 p.copy_(p.to(getattr(torch, args.adapter_dtype)).float())
         card["adapter"]["val_loss"] = evaluate(
-            bridge, val_tokens, args.n_ctx, args.eval_windows, args.batch_size)["val_loss"]
+            bridge, val_tokens, args.n_ctx, args.eval_windows, args.batch_size, start)["val_loss"]
     write_json_atomic(adapter / "card.json", card)
     write_text_atomic(adapter / "card.md", render_card(card))
     print(f"graft: done; held-out loss {base_eval['val_loss']:.4f} -> {final['val_loss']:.4f}; "

@@ -76,3 +76,44 @@ def test_full_fine_tune_option(setup, tmp_path):
     meta = json.loads((out / "tokens" / "meta.json").read_text())
     again = evaluate(model, load_split(out, meta, "val"), 32, 8, 2)
     assert abs(again["val_loss"] - card["final_val_loss"]) < 1e-5
+
+
+class _Tok:
+    """A stand-in tokenizer: ``bos_token_id`` and whether it puts the BOS before a text."""
+
+    def __init__(self, bos, adds):
+        self.bos_token_id, self.adds = bos, adds
+
+    def __call__(self, text):
+        return {"input_ids": ([self.bos_token_id] if self.adds else []) + [7]}
+
+
+def test_window_start_follows_the_tokenizer_unless_told():
+    import torch
+
+    from training.graft.data import start_windows, window_start_id
+
+    assert window_start_id("auto", _Tok(2, True)) == 2  # Gemma: BOS before every text
+    assert window_start_id("auto", _Tok(1, False)) is None  # SmolLM2: no BOS of its own
+    assert window_start_id("bos", _Tok(1, False)) == 1
+    assert window_start_id("none", _Tok(2, True)) is None
+    with pytest.raises(SystemExit, match="no BOS"):
+        window_start_id("bos", _Tok(None, False))
+    x = torch.tensor([[10, 11, 12], [20, 21, 22]])
+    y = torch.tensor([[11, 12, 13], [21, 22, 23]])
+    sx, sy = start_windows(x, y, 5)
+    assert sx.tolist() == [[5, 10, 11], [5, 20, 21]] and sy.tolist() == x.tolist()
+    assert start_windows(x, y, None) == (x, y)
+
+
+def test_bos_windows_are_trained_and_evaluated_with_the_start_token(setup, tmp_path):
+    out = tmp_path / "bos"
+    assert graft_main(argv(setup, out, "--steps", "2", "--window-start", "bos")) == 0
+    card = json.loads((out / "adapter" / "card.json").read_text())
+    assert card["window_start_id"] == 0 and "each starting with token id 0" in (out / "adapter" / "card.md").read_text()
+    model = load_rotary_model(setup[0], increments="per_layer", adapter=out / "adapter")
+    meta = json.loads((out / "tokens" / "meta.json").read_text())
+    val = load_split(out, meta, "val")
+    with_bos = evaluate(model, val, 32, 8, 2, start=0)["val_loss"]
+    assert abs(with_bos - card["final_val_loss"]) < 1e-5
+    assert abs(evaluate(model, val, 32, 8, 2)["val_loss"] - with_bos) > 1e-4  # the start token matters
