@@ -25,7 +25,8 @@ from lens_positions.rotary_models import save_tiny_llama
 from training.graft.command import main as graft_main
 from training.runs import checkpointing, guards
 from training.tokens.byte_tokens import prepare_tokens
-from training.train.command import EXIT_NON_FINITE, main as train_main
+from training.train.command import EXIT_NON_FINITE
+from training.train.command import main as train_main
 
 REPO = Path(__file__).resolve().parents[3]
 WORDS = "the quick brown fox jumps over lazy dog when cat sat on mat 她 每天 喝 绿茶".split()
