@@ -168,10 +168,17 @@ def plot_auc(table: pd.DataFrame, title: str = ""):
 
     fig = Figure(figsize=(6.5, 3.6))
     ax = fig.subplots()
-    for k, (task, sub) in enumerate(table[table["head"] == "mean"].groupby("task", sort=False)):
+    groups = list(table[table["head"] == "mean"].groupby("task", sort=False))
+    widest = max(len(sub) for _, sub in groups)
+    for k, (task, sub) in enumerate(groups):
+        if len(sub) == 1 < widest:  # one δ for every layer (none, shared) beside per-layer rows
+            row = sub.iloc[0]
+            ax.axhspan(row["ci_low"], row["ci_high"], color=f"C{k}", alpha=0.15)
+            ax.axhline(row["auc"], color=f"C{k}", lw=1.5, label=f"{task} ({row['layer']}: every layer)")
+            continue
         x = np.arange(len(sub)) + 0.08 * k
         err = np.vstack([sub["auc"] - sub["ci_low"], sub["ci_high"] - sub["auc"]])
-        ax.errorbar(x, sub["auc"], yerr=np.nan_to_num(err), marker="o", capsize=3, label=task)
+        ax.errorbar(x, sub["auc"], yerr=np.nan_to_num(err), marker="o", capsize=3, label=task, color=f"C{k}")
         ax.set_xticks(np.arange(len(sub)), list(sub["layer"]))
         ref = sub["reference"].astype(float)
         if ref.notna().any():
@@ -251,6 +258,10 @@ def _chinese_section(model, zh: list[str], p: Params) -> tuple[list[str], dict[s
         max_gaps = TOKEN_FIRST_LOOK_GAPS
     gaps = collect_chinese_gaps(model, zh, max_tokens=p.max_tokens, max_gaps=max_gaps,
                                 batch_size=p.batch_size, progress=p.progress, residual=p.probe)
+    if not len(gaps.labels):
+        raise _common.InputError(
+            "the Chinese files hold no scored gap (two adjacent Chinese characters, a unit starting at "
+            f"the second; {gaps.hidden_gaps} gaps lie inside {s.unit}s)")
     table = auc_table(gaps, p.n_boot, p.seed, s.n_layers)
     tables = {"word_boundaries": table}
     f = gaps.facts()

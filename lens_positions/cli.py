@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--model", default=DEFAULT_MODEL,
         help=f"shipped model name or checkpoint folder (default {DEFAULT_MODEL}); or a pretrained rotary "
-        "model (smollm2-135m, the adapter smollm2-135m-per-layer, a Hugging Face model folder), "
-        "reported by token",
+        "model (smollm2-135m, gemma3-270m, an adapter such as smollm2-135m-per-layer, a Hugging "
+        "Face model folder), reported by token",
     )
     rep.add_argument("--out", default="lens_positions_report.html", help="HTML report path ('' for none)")
     rep.add_argument("--no-attention", action="store_true", help="leave the attention patterns out of the HTML")

@@ -160,6 +160,26 @@ def test_graft_with_an_unknown_base_makes_no_folder(tmp_path):
     assert not out.exists()
 
 
+def test_chinese_files_without_a_gap_are_a_usage_error(tmp_path, tiny_model_dir, capsys):
+    from analyses._common import command_main
+
+    path = tmp_path / "zh.txt"
+    path.write_text("no Chinese here, 只 one character at a time: 中 文\n")
+    with pytest.raises(SystemExit) as e:
+        command_main("word_boundaries", ["--model", tiny_model_dir, "--text-file", str(path), "--probe",
+                                         "--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and "no scored gap" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_graft_window_start_is_a_usage_error(tmp_path, capsys):
+    from training.graft.command import main as graft_main
+
+    with pytest.raises(SystemExit) as e:
+        graft_main(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--window-start", "eos"])
+    assert e.value.code == 2 and "--window-start" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- layers
 @pytest.mark.parametrize("module, flag", [
     ("learned_axis_attention", "--layers"),

@@ -100,3 +100,10 @@ def test_gemma3_graft_against_hf_with_one_table_per_layer_type():
             errors[name] = rel(model.run_with_hooks(ids, fwd_hooks=hooks), hf(ids, position_ids=pos[None]).logits)
     print("Gemma 3 relative logit errors vs HF:", errors)
     assert all(e <= 1e-4 for e in errors.values()), errors
+    # The report's summary and page read it by token, one row per block.
+    from lens_positions.report import build_report
+    from lens_positions.summary import compute_increments
+
+    result = compute_increments(model, "软件包管理器会自动安装所有依赖的软件包。The cat sat on the mat.")
+    page = build_report(model, result, "gemma3-270m")
+    assert "Per-token increments" in page and "L17" in page and "软件包" in page
