@@ -107,3 +107,29 @@ def test_gemma3_graft_against_hf_with_one_table_per_layer_type():
     result = compute_increments(model, "软件包管理器会自动安装所有依赖的软件包。The cat sat on the mat.")
     page = build_report(model, result, "gemma3-270m")
     assert "Per-token increments" in page and "L17" in page and "软件包" in page
+
+
+@pytest.mark.slow
+@needs_gemma
+def test_shipped_gemma_adapter_rebuilds_the_graft():
+    """The shipped Gemma adapter: small, made for this base, trained with BOS windows, and its δ
+    differ from 1 and matter for the logits."""
+    import json
+
+    from lens_positions import rotary_adapter
+    from lens_positions.rotary_models import load_named_rotary
+
+    folder = rotary_adapter.resolve_adapter("gemma3-270m-per-layer")
+    assert (folder / "adapter.safetensors").stat().st_size < 8e6
+    card = json.loads((folder / "card.json").read_text())
+    assert card["base"] == "gemma3-270m" and card["window_start_id"] == 2
+    assert card["final_val_loss"] < card["base_val_loss"]
+    model = load_named_rotary("gemma3-270m-per-layer")
+    ids = model.to_tokens("软件包管理器会自动安装所有依赖的软件包。The cat sat on the mat.")
+    assert int(ids[0, 0]) == 2  # <bos>
+    ones = [(f"blocks.{i}.hook_delta", lambda d, hook: torch.ones_like(d)) for i in range(18)]
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(ids)
+        plain = model.run_with_hooks(ids, fwd_hooks=ones)
+    deltas = torch.stack([cache[f"blocks.{i}.hook_delta"] for i in range(18)])
+    assert (deltas - 1).abs().max() > 1e-3 and rel(logits, plain) > 1e-6
