@@ -25,7 +25,7 @@ word-index probes), `analyses._wordlist`.
 ANALYSES: dict[str, str] = {
     "byte_increments": "δ per byte category, in context and from byte identity (the post's §3.1)",
     "spaced_text": "text drawn at its learned positions, one row per layer (PNG, SVG, interactive HTML)",
-    "word_boundaries": "Chinese word boundaries (jieba) and English word starts: ROC-AUC per layer, bootstrap CI",
+    "word_boundaries": "Chinese word boundaries (jieba; bytes or tokens, `--probe` for the residual-stream yardstick) and English word starts: ROC-AUC per layer, bootstrap CI",
     "entities": "two-word entities vs reversed order, with nonce and frequency-matched bigram controls",
     "head_rates": "per-head δ (a bridge: its layer's δ) vs attention look-back distance",
     "loss_comparison": "validation (and out-of-domain) losses and training curves of runs",

@@ -304,8 +304,9 @@ def run(model: HookedIncrementTransformer, params: Params) -> Result:
     variant = s.label
     lines = [f"# Word boundaries — {variant}\n"]
     tables: dict[str, pd.DataFrame] = {}
+    window = chinese_window_limit(model, p.max_tokens)
     facts: dict = {"variant": variant, "n_layers": s.n_layers, "unit": s.unit,
-                   "window_units": chinese_window_limit(model, p.max_tokens)}
+                   "window_units": window, "window_tokens": window}
     if zh:
         zh_lines, tables, zh_facts = _chinese_section(model, zh, p)
         lines += zh_lines
