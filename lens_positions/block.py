@@ -73,7 +73,9 @@ class TransformerBlock(nn.Module):
             integer_position = torch.arange(past + 1, past + n + 1, dtype=torch.float32, device=resid.device)
         if cache is not None:
             cache.record_positions(position)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre, mean_sq), position, cache, integer_position))
+        # Each norm's weight is folded into the products that read it (one pass fewer each way).
+        normalized = self.ln1.normalize(resid_pre, mean_sq)
+        attn_out = self.hook_attn_out(self.attn(normalized, position, cache, integer_position, self.ln1.w))
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
-        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2.normalize(resid_mid), self.ln2.w))
         return self.hook_resid_post(resid_mid + mlp_out)

@@ -25,8 +25,9 @@ class _MeanSquare(torch.autograd.Function):
     """``x.pow(2).mean(-1, keepdim=True)`` with the same values and gradient as autograd's, bit for
     bit: autograd's backward materialises the gradient expanded to x's shape, divides it by the
     width, copies x (``x.pow(1)``) and doubles it, then multiplies (four passes over x's size);
-    this divides the small [..., 1] gradient first (the same division of the same numbers) and
-    makes two passes. Saves x, as autograd's pow does."""
+    this divides the small [..., 1] gradient first (the same division of the same numbers),
+    doubles it there (exact, as doubling x is) and makes one pass. Saves x, as autograd's pow
+    does."""
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
@@ -36,40 +37,48 @@ class _MeanSquare(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
-        return (grad / x.shape[-1]) * (x * 2)
+        return x * ((grad / x.shape[-1]) * 2)
 
 
-class _DivideByRMS(torch.autograd.Function):
-    """``x / rms`` (rms [..., 1]) with autograd's values and gradients, bit for bit, in fewer
-    passes: autograd's backward for the divisor, ``-grad * ((x / rms) / rms)`` summed, recomputes
-    x / rms, which is this function's own output, and negates a full-size tensor; this keeps the
-    output (the norm's ``* w`` keeps it anyway) and negates after the sum (exact either way).
-    Used only while ``hook_normalized`` has no hooks: a hook editing the output in place would
-    change what backward reads."""
+class _Normalize(torch.autograd.Function):
+    """``x / sqrt(mean_sq + eps)`` as one autograd node, for eager float32 training.
+
+    ``mean_sq`` [..., 1] is x's mean square when the caller shares it between two norms (the
+    block's ln1 and the δ-MLP's), else None and computed here. Backward is the textbook gradient
+    ``(g - n mean(g n)) / rms`` (``n`` the output) in three passes over x's size, where
+    autograd's chain of pow, mean, add, sqrt and div makes seven; so it agrees with plain
+    autograd to float32 rounding, not bit for bit. Saves the output and rms, not x. Used only
+    while neither ``hook_scale`` nor ``hook_normalized`` is hooked (a hook may edit what
+    backward would read).
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, rms: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, mean_sq: Tensor | None, eps: float) -> Tensor:
+        ctx.own_mean_sq = mean_sq is None
+        rms = ((x.pow(2).mean(-1, keepdim=True) if mean_sq is None else mean_sq) + eps).sqrt()
         normalized = x / rms
         ctx.save_for_backward(normalized, rms)
         return normalized
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         normalized, rms = ctx.saved_tensors
-        grad_x = grad / rms if ctx.needs_input_grad[0] else None
-        grad_rms = None
-        if ctx.needs_input_grad[1]:
-            grad_rms = -(grad * (normalized / rms)).sum_to_size(rms.shape)
-        return grad_x, grad_rms
+        dot = (grad * normalized).sum(-1, keepdim=True)  # [..., 1]
+        if ctx.own_mean_sq:  # the path through rms folded in: (g - n dot / d) / rms
+            return torch.addcmul(grad / rms, normalized, dot / (rms * grad.shape[-1]), value=-1.0), None, None
+        # mean_sq is an input: its gradient goes back to whoever computed it
+        return grad / rms, -dot / (2 * rms * rms), None
 
 
 class RMSNorm(nn.Module):
     """``w * x / sqrt(mean(x^2) + eps)``. Hooks: ``hook_scale`` [batch, pos, 1], ``hook_normalized``.
 
-    ``eps=None`` uses ``torch.finfo(x.dtype).eps`` (torch.nn.RMSNorm's default). In training the
-    mean square and (unless ``hook_normalized`` is hooked) the division run as small autograd
-    functions with the same values and gradients as plain autograd and fewer full-size passes
-    (benchmarks/RESULTS.md, issue 15).
+    ``eps=None`` uses ``torch.finfo(x.dtype).eps`` (torch.nn.RMSNorm's default). `normalize`
+    stops before the weight: a block hands its products ``w`` to fold into their own weights,
+    ``(x / rms) @ (w[:, None] * W)``, which saves a pass over the stream each way. In eager
+    float32 training with neither hook in use the division is one autograd node, `_Normalize`
+    (fewer full-size passes, the same gradient to rounding; benchmarks/RESULTS.md, issues 15
+    and 23); otherwise plain autograd runs, the mean square through `_MeanSquare`.
     """
 
     def __init__(self, d_model: int, eps: float | None = 1e-5):
@@ -87,13 +96,19 @@ class RMSNorm(nn.Module):
         eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
         return self.hook_scale(((mean_square(x) if mean_sq is None else mean_sq) + eps).sqrt())
 
+    def normalize(
+        self, x: Float[Tensor, "batch pos d_model"], mean_sq: Tensor | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """``x / rms`` through ``hook_scale`` and ``hook_normalized``: the norm before its weight."""
+        if use_fused_nodes(x) and not (self.hook_scale.has_hooks() or self.hook_normalized.has_hooks()):
+            eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+            return _Normalize.apply(x, mean_sq, eps)
+        return self.hook_normalized(x / self.rms(x, mean_sq))
+
     def forward(
         self, x: Float[Tensor, "batch pos d_model"], mean_sq: Tensor | None = None
     ) -> Float[Tensor, "batch pos d_model"]:
-        rms = self.rms(x, mean_sq)
-        if _tracked(x, rms) and not self.hook_normalized.has_hooks():
-            return self.hook_normalized(_DivideByRMS.apply(x, rms)) * self.w
-        return self.hook_normalized(x / rms) * self.w
+        return self.normalize(x, mean_sq) * self.w
 
 
 def mean_square(x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos 1"]:
@@ -106,11 +121,62 @@ def _tracked(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def _heads_in(x: Tensor, W: Tensor) -> Tensor:
-    """[batch, pos, d_model] @ W [n_heads, d_model, d_head] -> [batch, pos, n_heads, d_head], one matmul."""
+def use_fused_nodes(*tensors: Tensor) -> bool:
+    """True where the fused training nodes run: autograd records, eager mode, no autocast (under
+    ``torch.compile`` inductor fuses the plain ops itself; autocast keeps its own casts)."""
+    return (
+        _tracked(*tensors)
+        and not torch.compiler.is_compiling()
+        and not torch.is_autocast_enabled(tensors[0].device.type)
+    )
+
+
+class _SharedInputProducts(torch.autograd.Function):
+    """``x @ W`` for several weights read by one input (queries, keys and values; gate and input
+    of the MLP), as one autograd node whose backward sums x's gradient inside the matrix
+    products (``addmm_``) instead of in separate full-size additions.
+
+    x: [..., d_in]; each W: [d_in, d_out_i]. Returns one [..., d_out_i] tensor per weight. The
+    values are those of separate products; the gradient of x agrees to float32 rounding."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, *weights: Tensor) -> tuple[Tensor, ...]:
+        flat = x.reshape(-1, x.shape[-1])
+        ctx.save_for_backward(flat, *weights)
+        ctx.lead = x.shape[:-1]
+        return tuple((flat @ W).view(*ctx.lead, W.shape[1]) for W in weights)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        flat, *weights = ctx.saved_tensors
+        grad_x = None
+        grad_weights: list[Tensor | None] = []
+        for grad, W, needed in zip(grads, weights, ctx.needs_input_grad[1:], strict=True):
+            if grad is None:
+                grad_weights.append(None)
+                continue
+            g = grad.reshape(-1, W.shape[1])
+            if ctx.needs_input_grad[0]:
+                grad_x = g @ W.T if grad_x is None else grad_x.addmm_(g, W.T)
+            grad_weights.append(flat.T @ g if needed else None)
+        if grad_x is not None:
+            grad_x = grad_x.view(*ctx.lead, flat.shape[1])
+        return grad_x, *grad_weights
+
+
+def shared_input_products(x: Tensor, *weights: Tensor) -> tuple[Tensor, ...]:
+    """``tuple(x @ W for W in weights)`` for x [..., d_in], through `_SharedInputProducts` in
+    eager float32 training."""
+    if use_fused_nodes(x, *weights):
+        return _SharedInputProducts.apply(x, *weights)
+    return tuple(x @ W for W in weights)
+
+
+def _heads_flat(W: Tensor) -> Tensor:
+    """W [n_heads, d_model, d_head] as one matrix [d_model, n_heads * d_head] (head-major columns):
+    ``x @ _heads_flat(W)`` unflattened to [..., n_heads, d_head] is every head's ``x @ W[h]``."""
     n_heads, d_model, d_head = W.shape
-    flat = W.permute(1, 0, 2).reshape(d_model, n_heads * d_head)
-    return (x @ flat).unflatten(-1, (n_heads, d_head))
+    return W.permute(1, 0, 2).reshape(d_model, n_heads * d_head)
 
 
 def causal_bias(n_q: int, n_k: int, past: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -163,11 +229,18 @@ class Attention(nn.Module):
         positions: Float[Tensor, "batch pos *heads"],
         cache: LayerKVCache | None = None,
         integer_positions: Float[Tensor, " pos"] | None = None,
+        in_scale: Float[Tensor, " d_model"] | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        """``integer_positions`` turn the first `n_fixed_pairs` pairs (two-axis models only)."""
-        q = self.hook_q(_heads_in(x, self.W_Q))
-        k = self.hook_k(_heads_in(x, self.W_K))
-        v = self.hook_v(_heads_in(x, self.W_V))
+        """``integer_positions`` turn the first `n_fixed_pairs` pairs (two-axis models only).
+        ``in_scale``: the preceding norm's weight when x is its output before the weight
+        (`RMSNorm.normalize`), folded into W_Q, W_K and W_V: the same products to rounding."""
+        weights = [_heads_flat(W) for W in (self.W_Q, self.W_K, self.W_V)]
+        if in_scale is not None:
+            weights = [in_scale[:, None] * W for W in weights]
+        q, k, v = shared_input_products(x, *weights)
+        q = self.hook_q(q.unflatten(-1, (self.cfg.n_heads, -1)))
+        k = self.hook_k(k.unflatten(-1, (self.cfg.n_heads, -1)))
+        v = self.hook_v(v.unflatten(-1, (self.cfg.n_heads, -1)))
         q, k = rotate_queries_keys(q, k, positions, self.cfg.rope_theta, integer_positions, self.n_fixed_pairs)
         q, k = self.hook_rot_q(q), self.hook_rot_k(k)
         if cache is not None:
@@ -246,8 +319,15 @@ class GatedMLP(nn.Module):
         self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(x @ self.W_gate)
-        pre_linear = self.hook_pre_linear(x @ self.W_in)
+    def forward(
+        self, x: Float[Tensor, "batch pos d_model"], in_scale: Float[Tensor, " d_model"] | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """``in_scale``: the preceding norm's weight, folded into W_gate and W_in (see `Attention`)."""
+        weights = (self.W_gate, self.W_in)
+        if in_scale is not None:
+            weights = tuple(in_scale[:, None] * W for W in weights)
+        gate, linear = shared_input_products(x, *weights)
+        pre = self.hook_pre(gate)
+        pre_linear = self.hook_pre_linear(linear)
         post = self.hook_post(F.silu(pre) * pre_linear)
         return post @ self.W_out

@@ -15,7 +15,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
-from lens_positions.components import RMSNorm
+from lens_positions.components import RMSNorm, mean_square, use_fused_nodes
 from lens_positions.config import IncrementConfig
 
 #: softplus^-1(1) = log(e - 1): the shared MLP's output bias that makes δ exactly 1 at init.
@@ -64,6 +64,8 @@ class DeltaMLP(nn.Module):
     d_delta] before GELU, ``hook_post`` after it, ``hook_raw`` [batch, pos, n_out] before the squash.
     The normalised stream exists only while something hooks ``ln.hook_normalized``; otherwise the
     norm is folded into ``W_in`` (as attention skips its pattern unless it is hooked).
+    In eager float32 training with none of these hooks in use, the per-layer MLP runs as one
+    autograd node, `_DeltaMLPFunction` (same values to rounding, a fraction of the small ops).
     """
 
     def __init__(self, cfg: IncrementConfig, per_layer: bool):
@@ -96,6 +98,12 @@ class DeltaMLP(nn.Module):
 
         mean_sq: [batch, pos, 1] ``mean(x^2)`` when the caller has it (the block's own norm reads
         the same stream: one reduction serves both norms)."""
+        if self.ln is not None and self._fusable(x):
+            delta = _DeltaMLPFunction.apply(
+                x, mean_square(x) if mean_sq is None else mean_sq, self.ln.w, self.W_in, self.b_in,
+                self.W_out, self.b_out, self._eps(x), self.squash, self.max_delta,
+            )
+            return delta.squeeze(-1) if self.n_out == 1 else delta
         if self.ln is None:
             pre = x @ self.W_in + self.b_in
         elif self.ln.hook_normalized.has_hooks():
@@ -117,6 +125,70 @@ class DeltaMLP(nn.Module):
         else:
             delta = F.softplus(raw)
         return delta.squeeze(-1) if self.n_out == 1 else delta
+
+    def _fusable(self, x: Tensor) -> bool:
+        """True when the whole MLP may run as `_DeltaMLPFunction`: eager float32 training and no
+        hook on any of its intermediates."""
+        hooks = (self.hook_pre, self.hook_post, self.hook_raw, self.ln.hook_scale, self.ln.hook_normalized)
+        return use_fused_nodes(x, self.W_in) and not any(h.has_hooks() for h in hooks)
+
+    def _eps(self, x: Tensor) -> float:
+        return torch.finfo(x.dtype).eps if self.ln.eps is None else self.ln.eps
+
+
+class _DeltaMLPFunction(torch.autograd.Function):
+    """The per-layer increment MLP, norm folded in, as one autograd node (eager float32 training).
+
+    ``δ = squash(gelu((x @ (w * W_in)) / rms + b_in) @ W_out + b_out)`` with ``rms =
+    sqrt(mean_sq + eps)``; ``mean_sq`` [batch, pos, 1] is an input, shared with the block's ln1,
+    and its gradient flows back to it. Autograd would record some twenty small nodes per layer
+    for this; backward here is written out: two [tokens, d_delta] x [d_delta, d_model] products
+    for x and the folded weight, the rest on [tokens, d_delta] or smaller. The values are
+    `DeltaMLP`'s unfused ones to rounding (tests/lens_positions/test_model.py). Saves x (which the
+    mean square keeps anyway), rms, the pre-activation and δ.
+    """
+
+    @staticmethod
+    def forward(ctx, x, mean_sq, w, W_in, b_in, W_out, b_out, eps: float, squash: str, max_delta: float):
+        flat = x.reshape(-1, x.shape[-1])
+        rms = (mean_sq + eps).sqrt().reshape(-1, 1)
+        folded = w[:, None] * W_in
+        pre = torch.addcdiv(b_in, flat @ folded, rms)
+        raw = torch.addmm(b_out, F.gelu(pre), W_out)
+        delta = _squash(raw, squash, max_delta)
+        ctx.squash, ctx.max_delta, ctx.shape = squash, max_delta, x.shape
+        ctx.save_for_backward(flat, rms, pre, delta, w, W_in, b_in, W_out, folded)
+        return delta.view(*x.shape[:-1], -1)
+
+    @staticmethod
+    def backward(ctx, grad_delta: Tensor) -> tuple[Tensor | None, ...]:
+        flat, rms, pre, delta, w, W_in, b_in, W_out, folded = ctx.saved_tensors
+        m = ctx.max_delta
+        if ctx.squash == "sigmoid":  # δ = m sigmoid(raw): dδ/draw = δ (1 - δ / m)
+            slope = delta * (1.0 - delta / m)
+        else:  # tanh: δ = 1 + (m - 1) tanh(raw / m): dδ/draw = (1 - 1/m)(1 - tanh²)
+            t = (delta - 1.0) / (m - 1.0)
+            slope = (1.0 - 1.0 / m) * (1.0 - t * t)
+        g_raw = grad_delta.reshape(slope.shape) * slope  # [tokens, n_out]
+        g_pre = torch.ops.aten.gelu_backward(g_raw @ W_out.T, pre)  # [tokens, d_delta]
+        g_h = g_pre / rms  # the gradient of x @ folded
+        grad_folded = flat.T @ g_h  # [d_model, d_delta]
+        grad_x = (g_h @ folded.T).view(ctx.shape)
+        # pre = h / rms + b_in, so d pre / d rms = -(pre - b_in) / rms; d rms / d mean_sq = 1 / (2 rms)
+        grad_rms = -(g_h * (pre - b_in)).sum(-1, keepdim=True)
+        grad_mean_sq = (grad_rms / (2 * rms)).view(*ctx.shape[:-1], 1)
+        grad_w = (grad_folded * W_in).sum(-1)
+        grad_W_in = grad_folded * w[:, None]
+        grad_W_out = F.gelu(pre).T @ g_raw
+        return (grad_x, grad_mean_sq, grad_w, grad_W_in, g_pre.sum(0), grad_W_out, g_raw.sum(0),
+                None, None, None)
+
+
+def _squash(raw: Tensor, squash: str, max_delta: float) -> Tensor:
+    """The per-layer MLP's output squash of raw [.., n_out], float32 (as `DeltaMLP.forward`)."""
+    if squash == "tanh":
+        return signed_squash(raw, max_delta)
+    return max_delta * torch.sigmoid(raw)
 
 
 def check_delta_table(table: Tensor, cfg: IncrementConfig) -> None:

@@ -40,7 +40,7 @@ class Embed(nn.Module):
         nn.init.normal_(self.W_E, std=cfg.initializer_range)
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        return self.W_E[tokens]
+        return F.embedding(tokens, self.W_E)  # its dense backward beats index_put's accumulate
 
 
 class HookedIncrementTransformer(HookedRootModule):

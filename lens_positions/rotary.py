@@ -63,25 +63,45 @@ def apply_rotary(
     cos: Float[Tensor, "batch pos heads_or_1 half"],
     sin: Float[Tensor, "batch pos heads_or_1 half"],
 ) -> Float[Tensor, "batch pos head_index d_head"]:
-    """Rotate interleaved pairs of ``x`` by the given angles; computed in float32, returned in x's dtype."""
+    """Rotate interleaved pairs of ``x`` by the given angles; computed in float32, returned in x's dtype.
+
+    Under autograd (and ``torch.compile``) this is the textbook formula on the even and odd
+    halves, the reference the tests hold the fast paths to. Without autograd each pair is one
+    complex number multiplied by ``cos + i sin`` (`_turn`): the same products, subtraction and
+    addition, in one pass instead of six (benchmarks/RESULTS.md, issue 23).
+    """
     xf = x.float()
-    even, odd = xf[..., 0::2], xf[..., 1::2]
     tracked = torch.is_grad_enabled() and (xf.requires_grad or cos.requires_grad or sin.requires_grad)
-    if tracked or torch.compiler.is_compiling():  # out= needs eager mode, without autograd
+    if tracked or torch.compiler.is_compiling():
+        even, odd = xf[..., 0::2], xf[..., 1::2]
         rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
         return rotated.flatten(-2).to(x.dtype)
-    # Without autograd: the same values written straight into the output's strided halves
-    # (on CPU 3.2 ms against 4.4 ms for stacking the halves of a [4, 512, 8, 32] rotation).
-    out, pairs = _pairs_like(xf)
-    torch.sub(even * cos, odd * sin, out=pairs[..., 0])
-    torch.add(even * sin, odd * cos, out=pairs[..., 1])
-    return out.to(x.dtype)
+    return _turn(xf, _rotation(cos, sin, xf)).to(x.dtype)
 
 
-def _pairs_like(x: Tensor) -> tuple[Tensor, Tensor]:
-    """An empty tensor shaped like ``x`` [..., d] and its view [..., d/2, 2] of interleaved pairs."""
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    return out, out.unflatten(-1, (-1, 2))
+def _rotation(cos: Tensor, sin: Tensor, x: Tensor, inverse: bool = False) -> Tensor:
+    """``cos + i sin`` (``cos - i sin`` with ``inverse``) as a complex tensor of x's full shape
+    [..., d/2], heads included.
+
+    Written out over heads even where the angles broadcast over them, so that every model turns
+    its pairs through the same flat, vectorised loop: a broadcast operand would send short inner
+    loops to ATen's scalar code, whose contracted multiply-adds differ in the last bit, and a
+    per-head model at init would no longer equal the one-position model exactly. Built small and
+    copied out (a lazily conjugated or broadcast-built complex tensor costs a slower pass)."""
+    shape = (*x.shape[:-1], x.shape[-1] // 2)
+    return torch.complex(cos, -sin if inverse else sin).expand(shape).contiguous()
+
+
+def _turn(x: Float[Tensor, "... d"], rotation: Tensor) -> Float[Tensor, "... d"]:
+    """``x`` (float32) read as d/2 complex pairs (2i, 2i+1), times ``rotation`` (complex
+    [..., d/2], broadcast): a new contiguous float32 tensor shaped like ``x``.
+
+    Complex multiplication computes ``(a c - b d) + (a d + b c) i`` from separate products, as
+    the real formula does: bit for bit the even/odd formula wherever ATen's vectorised loop runs
+    (everything but a tail of fewer elements than a register holds)."""
+    strides_even = x.stride(-1) == 1 and x.storage_offset() % 2 == 0 and all(s % 2 == 0 for s in x.stride()[:-1])
+    pairs = (x if strides_even else x.contiguous()).unflatten(-1, (-1, 2))
+    return torch.view_as_real(torch.view_as_complex(pairs) * rotation).flatten(-2)
 
 
 def rotate_queries_keys(
@@ -123,9 +143,11 @@ class _RotaryQK(torch.autograd.Function):
     bit-identical. The gradient with respect to the angle of each pair is taken from the rotated
     pair itself: d(r_even, r_odd)/dθ = (-r_odd, r_even).
 
-    The outputs and the gradients with respect to q and k are bit-identical to plain autograd;
-    the gradient with respect to the positions is the same sum, in another order, and agrees to
-    float32 rounding.
+    In eager mode q and k turn as complex pairs (`_turn`), one pass each way instead of six. The
+    outputs and the gradients with respect to q and k are plain autograd's bit for bit wherever
+    ATen's vectorised loop runs (every head size the shipped models use; a tail shorter than a
+    register may differ in the last bit); the gradient with respect to the positions is the same
+    sum, in another order, and agrees to float32 rounding.
     """
 
     @staticmethod
@@ -133,7 +155,11 @@ class _RotaryQK(torch.autograd.Function):
         ctx, q: Tensor, k: Tensor, positions: Tensor, theta: float, integer_positions: Tensor | None, n_fixed: int
     ) -> tuple[Tensor, Tensor]:
         cos, sin = rotary_cos_sin(positions, q.shape[-1], theta, integer_positions, n_fixed)
-        q_rot, k_rot = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if torch.compiler.is_compiling():
+            q_rot, k_rot = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        else:  # one complex product per tensor (`_turn`): one pass instead of six
+            rotation = _rotation(cos, sin, q)
+            q_rot, k_rot = (_turn(x.float(), rotation).to(x.dtype) for x in (q, k))
         ctx.theta, ctx.n_fixed, ctx.dtypes = theta, n_fixed, (q.dtype, k.dtype)
         ctx.from_output = tuple(x.dtype == torch.float32 for x in (q, k))
         kept = [r if out else x for x, r, out in zip((q, k), (q_rot, k_rot), ctx.from_output, strict=True)]
@@ -145,6 +171,10 @@ class _RotaryQK(torch.autograd.Function):
         positions, integer_positions, q_kept, k_kept = ctx.saved_tensors
         d_head, n_fixed = q_kept.shape[-1], ctx.n_fixed
         cos, sin = rotary_cos_sin(positions, d_head, ctx.theta, integer_positions, n_fixed)
+        compiling = torch.compiler.is_compiling()
+        # Eager: the input gradient turns each pair back by the conjugate as one complex product,
+        # g (cos - i sin) = (g_e cos + g_o sin) + (g_o cos - g_e sin) i: autograd's sums exactly.
+        back_turn = None if compiling else _rotation(cos, sin, q_kept, inverse=True)
         grads: list[Tensor | None] = [None, None]
         grad_angles = None
         for i, (grad, kept) in enumerate(((grad_q_rot, q_kept), (grad_k_rot, k_kept))):
@@ -152,19 +182,17 @@ class _RotaryQK(torch.autograd.Function):
                 continue
             g = grad.float()
             g_even, g_odd = g[..., 0::2], g[..., 1::2]
-            if ctx.needs_input_grad[i] and torch.compiler.is_compiling():
+            if ctx.needs_input_grad[i] and compiling:  # inductor does not lower complex tensors
                 back = torch.stack((g_even * cos + g_odd * sin, g_odd * cos - g_even * sin), dim=-1)
                 grads[i] = back.flatten(-2).to(ctx.dtypes[i])
-            elif ctx.needs_input_grad[i]:  # eager: as apply_rotary, straight into the halves
-                back, pairs = _pairs_like(g)
-                torch.add(g_even * cos, g_odd * sin, out=pairs[..., 0])
-                torch.sub(g_odd * cos, g_even * sin, out=pairs[..., 1])
-                grads[i] = back.to(ctx.dtypes[i])
+            elif ctx.needs_input_grad[i]:
+                grads[i] = _turn(g, back_turn).to(ctx.dtypes[i])
             if ctx.needs_input_grad[2]:
                 rotated = kept if ctx.from_output[i] else apply_rotary(kept.float(), cos, sin)
                 r_even, r_odd = rotated[..., 0::2], rotated[..., 1::2]
-                # g_odd r_even - g_even r_odd for q and k accumulate in one buffer, reduced once
-                # over heads: 4 multiply-adds and one sum instead of 6 passes, 2 sums and an add.
+                # d(r_e, r_o)/dθ = (-r_o, r_e): the angle's gradient is g_o r_e - g_e r_o. q's and
+                # k's accumulate in one buffer, reduced once over heads: 4 multiply-adds and one
+                # sum instead of 6 passes, 2 sums and an add.
                 if grad_angles is None:
                     grad_angles = torch.mul(g_odd, r_even)
                 else:

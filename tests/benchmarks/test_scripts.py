@@ -142,3 +142,15 @@ def test_first_touch_quick_compares_plain_and_hinted_memory():
     with pytest.raises(common.Skipped, match="--device cpu"):
         first_touch.run(argparse.Namespace(device="cuda", quick=True, repeats=1, threads=1, compile=False,
                                            peak_tflops=1.0, seed=0, clock="auto"))
+
+
+def test_step_profile_quick_lists_ops_and_totals():
+    from benchmarks import step_profile
+
+    report = step_profile.main(["--quick", "--steps", "1", "--rows", "5", "--a", "per-layer", "--b", "hf-llama"])
+    _check_table(report)
+    assert len(report.rows) == 6 and report.rows[-1][0] == "total"
+    assert report.headers[2:4] == ["per-layer", "hf-llama"]
+    assert all(float(r[2]) >= 0 and float(r[3]) >= 0 for r in report.rows)
+    with pytest.raises(SystemExit):
+        step_profile.parse_args(["--a", "none", "--b", "none"])

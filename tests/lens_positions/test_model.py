@@ -119,15 +119,17 @@ def test_pattern_hook_takes_the_materialised_path():
     assert not model.blocks[0].attn.needs_pattern()
 
 
-@pytest.mark.parametrize("per_head", [False, True])
-def test_folded_delta_norm_equals_the_hooked_norm(per_head):
-    """Unhooked, the per-layer δ-MLP folds its RMSNorm into the first matmul (less training
-    memory); hooking ``delta_mlp.ln.hook_normalized`` computes the norm explicitly. Both give the
-    same δ, logits and gradients."""
+@pytest.mark.parametrize(("per_head", "signed"), [(False, False), (True, False), (False, True)],
+                         ids=["one-rate", "per-head", "signed"])
+def test_folded_delta_norm_equals_the_hooked_norm(per_head, signed):
+    """Unhooked, the per-layer δ-MLP folds its RMSNorm into the first matmul and trains as one
+    autograd node with a hand-written backward (`_DeltaMLPFunction`); hooking
+    ``delta_mlp.ln.hook_normalized`` computes the norm explicitly through plain autograd. Both
+    give the same δ, logits and gradients."""
     tokens = torch.randint(0, 257, (2, 40), generator=torch.Generator().manual_seed(3))
     results = []
     for hooked in (False, True):
-        model = perturb_deltas(HookedIncrementTransformer(small_config("per_layer", per_head)))
+        model = perturb_deltas(HookedIncrementTransformer(small_config("per_layer", per_head, signed=signed)))
         with torch.no_grad():
             for block in model.blocks:  # a non-trivial norm weight, so the fold is really tested
                 block.delta_mlp.ln.w.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(4))
@@ -146,6 +148,26 @@ def test_folded_delta_norm_equals_the_hooked_norm(per_head):
     assert grads_f.keys() == grads_h.keys() and any("delta_mlp.ln.w" in n for n in grads_f)
     for name in grads_f:
         torch.testing.assert_close(grads_f[name], grads_h[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def _graph_names(t: torch.Tensor, depth: int = 3) -> set[str]:
+    names, frontier = set(), [t.grad_fn]
+    for _ in range(depth):
+        frontier = [f for f in frontier if f is not None]
+        names |= {type(f).__name__ for f in frontier}
+        frontier = [g for f in frontier for g, _ in f.next_functions]
+    return names
+
+
+def test_the_delta_mlp_trains_as_one_node_unless_hooked():
+    mlp = HookedIncrementTransformer(small_config("per_layer")).blocks[0].delta_mlp
+    x = torch.randn(2, 5, 32, requires_grad=True)
+    assert "_DeltaMLPFunctionBackward" in _graph_names(mlp(x))
+    mlp.hook_post.add_hook(lambda t, hook: None)  # a hook on an intermediate: plain autograd
+    assert "_DeltaMLPFunctionBackward" not in _graph_names(mlp(x))
+    mlp.hook_post.remove_hooks()
+    with torch.no_grad():
+        assert mlp(x).grad_fn is None
 
 
 def test_cached_forward_equals_full_forward(any_model):
@@ -195,6 +217,27 @@ def test_bf16_autocast_keeps_positions_float32():
     # around 1500 must not be rounded to bf16's spacing of 8.
     assert (pos[0, 1:] - pos[0, :-1]).min() > 0
     assert (pos - fp32["blocks.0.hook_position"]).abs().max() < 5.0
+
+
+def test_training_under_autocast_takes_plain_autograd_and_matches_float32():
+    """bf16 autocast (how training runs on a GPU) keeps the fused training nodes out: autocast
+    casts inside plain ops, which a hand-written backward would not see. The gradients still
+    match the float32 ones (fused nodes) to bf16 precision."""
+    from lens_positions.components import use_fused_nodes
+
+    model = perturb_deltas(HookedIncrementTransformer(small_config("per_layer")))
+    tokens = torch.randint(0, 257, (2, 24), generator=torch.Generator().manual_seed(2))
+    grads = []
+    for autocast in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            assert use_fused_nodes(model.W_E) == (not autocast)
+            loss = model(tokens, return_type="loss")
+        loss.backward()
+        grads.append({n: p.grad.float().clone() for n, p in model.named_parameters()})
+    for name, fp32 in grads[0].items():
+        scale = fp32.abs().max().item() + 1e-8
+        assert (grads[1][name] - fp32).abs().max().item() <= 0.1 * scale, name
 
 
 @pytest.mark.parametrize("per_head", [False, True])
