@@ -44,11 +44,12 @@ class TransformerBlock(nn.Module):
 
     def increments(
         self, resid_pre: Float[Tensor, "batch pos d_model"], shared_delta: Tensor | None,
-        mean_sq: Tensor | None = None,
+        mean_sq: Tensor | None = None, stream: tuple[Tensor, Tensor, float] | None = None,
     ) -> Float[Tensor, "batch pos *heads"]:
-        """This layer's δ before its hook (``mean_sq``: [batch, pos, 1] mean square of resid_pre)."""
+        """This layer's δ before its hook (``mean_sq``: [batch, pos, 1] mean square of resid_pre;
+        ``stream``: ln1's normalised resid_pre, its mean square and eps, see `DeltaMLP`)."""
         if self.delta_mlp is not None:
-            return self.delta_mlp(resid_pre, mean_sq)
+            return self.delta_mlp(resid_pre, mean_sq, stream)
         if shared_delta is not None:
             return shared_delta
         return torch.ones(resid_pre.shape[:2], dtype=torch.float32, device=resid_pre.device)
@@ -61,9 +62,16 @@ class TransformerBlock(nn.Module):
     ) -> Float[Tensor, "batch pos d_model"]:
         resid_pre = self.hook_resid_pre(resid)
         # The increment MLP's norm and ln1 read the same stream: one mean square serves both
-        # (each adds its own eps and has its own hook_scale), one pass fewer each way.
-        mean_sq = mean_square(resid_pre) if self.delta_mlp is not None else None
-        delta = self.hook_delta(self.increments(resid_pre, shared_delta, mean_sq))
+        # (each adds its own eps and has its own hook_scale), one pass fewer each way. In
+        # training with ln1 unhooked the δ-MLP even reads ln1's normalised stream, so that
+        # nothing keeps resid_pre itself for backward.
+        mean_sq = stream = None
+        if self.delta_mlp is not None and self.ln1.fused(resid_pre):
+            normalized, mean_sq = self.ln1.normalize_and_mean_square(resid_pre)
+            stream = (normalized, mean_sq, self.ln1.eps_for(resid_pre))
+        elif self.delta_mlp is not None:
+            mean_sq = mean_square(resid_pre)
+        delta = self.hook_delta(self.increments(resid_pre, shared_delta, mean_sq, stream))
         start = 0.0 if cache is None else cache.start_position()
         position = self.hook_position(positions_from_deltas(delta, start))
         integer_position = None
@@ -74,7 +82,8 @@ class TransformerBlock(nn.Module):
         if cache is not None:
             cache.record_positions(position)
         # Each norm's weight is folded into the products that read it (one pass fewer each way).
-        normalized = self.ln1.normalize(resid_pre, mean_sq)
+        if stream is None:
+            normalized = self.ln1.normalize(resid_pre, mean_sq)
         attn_out = self.hook_attn_out(self.attn(normalized, position, cache, integer_position, self.ln1.w))
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2.normalize(resid_mid), self.ln2.w))

@@ -41,33 +41,33 @@ class _MeanSquare(torch.autograd.Function):
 
 
 class _Normalize(torch.autograd.Function):
-    """``x / sqrt(mean_sq + eps)`` as one autograd node, for eager float32 training.
+    """``x / sqrt(mean(x^2) + eps)`` and ``mean(x^2)`` [..., 1] as one autograd node, for eager
+    float32 training.
 
-    ``mean_sq`` [..., 1] is x's mean square when the caller shares it between two norms (the
-    block's ln1 and the δ-MLP's), else None and computed here. Backward is the textbook gradient
-    ``(g - n mean(g n)) / rms`` (``n`` the output) in three passes over x's size, where
-    autograd's chain of pow, mean, add, sqrt and div makes seven; so it agrees with plain
-    autograd to float32 rounding, not bit for bit. Saves the output and rms, not x. Used only
-    while neither ``hook_scale`` nor ``hook_normalized`` is hooked (a hook may edit what
-    backward would read).
+    The mean square is the second output so that the per-layer δ-MLP can read the block's ln1
+    (its own rms differs only by eps) and its gradient flows back here. Backward is the textbook
+    gradient ``(g - n mean(g n)) / rms`` (``n`` the output) plus the mean square's term
+    ``2 x g_ms / d = n (2 rms g_ms / d)`` in three passes over x's size, where autograd's chain
+    of pow, mean, add, sqrt and div makes seven; so it agrees with plain autograd to float32
+    rounding, not bit for bit. Saves the output and rms, not x. Used only while neither
+    ``hook_scale`` nor ``hook_normalized`` is hooked (a hook may edit what backward would read).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, mean_sq: Tensor | None, eps: float) -> Tensor:
-        ctx.own_mean_sq = mean_sq is None
-        rms = ((x.pow(2).mean(-1, keepdim=True) if mean_sq is None else mean_sq) + eps).sqrt()
+    def forward(ctx, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+        mean_sq = x.pow(2).mean(-1, keepdim=True)
+        rms = (mean_sq + eps).sqrt()
         normalized = x / rms
         ctx.save_for_backward(normalized, rms)
-        return normalized
+        return normalized, mean_sq
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        normalized, rms = ctx.saved_tensors
-        dot = (grad * normalized).sum(-1, keepdim=True)  # [..., 1]
-        if ctx.own_mean_sq:  # the path through rms folded in: (g - n dot / d) / rms
-            return torch.addcmul(grad / rms, normalized, dot / (rms * grad.shape[-1]), value=-1.0), None, None
-        # mean_sq is an input: its gradient goes back to whoever computed it
-        return grad / rms, -dot / (2 * rms * rms), None
+    def backward(ctx, grad: Tensor, grad_mean_sq: Tensor) -> tuple[Tensor | None, None]:
+        normalized, rms = ctx.saved_tensors  # unused outputs' gradients arrive as zeros
+        d = normalized.shape[-1]
+        # grad_x = grad / rms - n (dot / (d rms) - 2 rms g_ms / d), with dot = sum(grad n)
+        coef = (grad * normalized).sum(-1, keepdim=True) / (rms * d) - grad_mean_sq * (2 * rms / d)
+        return torch.addcmul(grad / rms, normalized, coef, value=-1.0), None
 
 
 class RMSNorm(nn.Module):
@@ -100,10 +100,25 @@ class RMSNorm(nn.Module):
         self, x: Float[Tensor, "batch pos d_model"], mean_sq: Tensor | None = None
     ) -> Float[Tensor, "batch pos d_model"]:
         """``x / rms`` through ``hook_scale`` and ``hook_normalized``: the norm before its weight."""
-        if use_fused_nodes(x) and not (self.hook_scale.has_hooks() or self.hook_normalized.has_hooks()):
-            eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
-            return _Normalize.apply(x, mean_sq, eps)
+        if mean_sq is None and self.fused(x):
+            return _Normalize.apply(x, self.eps_for(x))[0]
         return self.hook_normalized(x / self.rms(x, mean_sq))
+
+    def normalize_and_mean_square(
+        self, x: Float[Tensor, "batch pos d_model"]
+    ) -> tuple[Float[Tensor, "batch pos d_model"], Float[Tensor, "batch pos 1"]]:
+        """`normalize` and x's mean square [batch, pos, 1], for a second norm reading x."""
+        if self.fused(x):
+            return _Normalize.apply(x, self.eps_for(x))
+        mean_sq = mean_square(x)
+        return self.normalize(x, mean_sq), mean_sq
+
+    def fused(self, x: Tensor) -> bool:
+        """True when `normalize` runs as the `_Normalize` node (training, neither hook in use)."""
+        return use_fused_nodes(x) and not (self.hook_scale.has_hooks() or self.hook_normalized.has_hooks())
+
+    def eps_for(self, x: Tensor) -> float:
+        return torch.finfo(x.dtype).eps if self.eps is None else self.eps
 
     def forward(
         self, x: Float[Tensor, "batch pos d_model"], mean_sq: Tensor | None = None
@@ -301,11 +316,45 @@ class Attention(nn.Module):
         return z.flatten(-2) @ self.W_O.reshape(H * dh, d)
 
 
+class _GatedMLPFunction(torch.autograd.Function):
+    """``silu(x W_gate) * (x W_in) @ W_out`` as one autograd node, for eager float32 training.
+
+    The [tokens, d_mlp] intermediates are the largest tensors of a training step, and on CPU
+    their elementwise passes run at memory speed: every fresh one costs more than its
+    arithmetic. Autograd makes four of them forward (gate, linear, silu, product) and four
+    backward; this makes three forward (the product is written over the silu) and two backward
+    (silu recomputed from gate, then each gradient written over a buffer it consumes), and sums
+    x's gradient inside the products (``addmm_``). Saves x, gate, linear and the product where
+    autograd also keeps the silu. The values are plain autograd's to rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, W_gate: Tensor, W_in: Tensor, W_out: Tensor) -> Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        gate, linear = flat @ W_gate, flat @ W_in
+        post = F.silu(gate).mul_(linear)
+        ctx.save_for_backward(flat, gate, linear, post, W_gate, W_in, W_out)
+        ctx.shape = x.shape
+        return (post @ W_out).view(*x.shape[:-1], W_out.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, ...]:
+        flat, gate, linear, post, W_gate, W_in, W_out = ctx.saved_tensors
+        g_out = grad.reshape(-1, grad.shape[-1])
+        grad_W_out = post.T @ g_out
+        g_post = g_out @ W_out.T
+        g_linear = F.silu(gate).mul_(g_post)  # d/d linear = grad * silu(gate)
+        g_gate = torch.ops.aten.silu_backward.grad_input(g_post.mul_(linear), gate, grad_input=g_post)
+        grad_x = (g_gate @ W_gate.T).addmm_(g_linear, W_in.T)
+        return grad_x.view(ctx.shape), flat.T @ g_gate, flat.T @ g_linear, grad_W_out
+
+
 class GatedMLP(nn.Module):
     """SwiGLU: ``W_out(silu(x W_gate) * (x W_in))``.
 
     Hooks as TransformerLens's gated MLP: ``hook_pre`` (x W_gate), ``hook_pre_linear`` (x W_in),
-    ``hook_post`` (their gated product) [batch, pos, d_mlp].
+    ``hook_post`` (their gated product) [batch, pos, d_mlp]. In eager float32 training with none
+    of them hooked the MLP is one node, `_GatedMLPFunction`.
     """
 
     def __init__(self, cfg: IncrementConfig):
@@ -326,6 +375,9 @@ class GatedMLP(nn.Module):
         weights = (self.W_gate, self.W_in)
         if in_scale is not None:
             weights = tuple(in_scale[:, None] * W for W in weights)
+        hooks = (self.hook_pre, self.hook_pre_linear, self.hook_post)
+        if use_fused_nodes(x, *weights) and not any(h.has_hooks() for h in hooks):
+            return _GatedMLPFunction.apply(x, *weights, self.W_out)
         gate, linear = shared_input_products(x, *weights)
         pre = self.hook_pre(gate)
         pre_linear = self.hook_pre_linear(linear)

@@ -15,7 +15,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
-from lens_positions.components import RMSNorm, mean_square, use_fused_nodes
+from lens_positions.components import RMSNorm, use_fused_nodes
 from lens_positions.config import IncrementConfig
 
 #: softplus^-1(1) = log(e - 1): the shared MLP's output bias that makes δ exactly 1 at init.
@@ -92,16 +92,23 @@ class DeltaMLP(nn.Module):
         return SOFTPLUS_BIAS_FOR_ONE
 
     def forward(
-        self, x: Float[Tensor, "batch pos d_model"], mean_sq: Tensor | None = None
+        self, x: Float[Tensor, "batch pos d_model"], mean_sq: Tensor | None = None,
+        stream: tuple[Tensor, Tensor, float] | None = None,
     ) -> Float[Tensor, "batch pos *heads"]:
         """δ for every token, float32: [batch, pos], or [batch, pos, n_heads] with per-head rates.
 
         mean_sq: [batch, pos, 1] ``mean(x^2)`` when the caller has it (the block's own norm reads
-        the same stream: one reduction serves both norms)."""
+        the same stream: one reduction serves both norms). stream: ``(x / rms_1, mean(x^2),
+        eps_1)`` from another norm of x (the block's ln1, `RMSNorm.normalize_and_mean_square`);
+        in training the fused node then reads that stream instead of x, rescaled to this norm's
+        eps, so that backward needs no copy of x."""
         if self.ln is not None and self._fusable(x):
+            if stream is None:
+                normalized, mean_sq = self.ln.normalize_and_mean_square(x)
+                stream = (normalized, mean_sq, self._eps(x))
             delta = _DeltaMLPFunction.apply(
-                x, mean_square(x) if mean_sq is None else mean_sq, self.ln.w, self.W_in, self.b_in,
-                self.W_out, self.b_out, self._eps(x), self.squash, self.max_delta,
+                *stream[:2], self.ln.w, self.W_in, self.b_in, self.W_out, self.b_out,
+                stream[2], self._eps(x), self.squash, self.max_delta,
             )
             return delta.squeeze(-1) if self.n_out == 1 else delta
         if self.ln is None:
@@ -139,49 +146,56 @@ class DeltaMLP(nn.Module):
 class _DeltaMLPFunction(torch.autograd.Function):
     """The per-layer increment MLP, norm folded in, as one autograd node (eager float32 training).
 
-    ``δ = squash(gelu((x @ (w * W_in)) / rms + b_in) @ W_out + b_out)`` with ``rms =
-    sqrt(mean_sq + eps)``; ``mean_sq`` [batch, pos, 1] is an input, shared with the block's ln1,
-    and its gradient flows back to it. Autograd would record some twenty small nodes per layer
-    for this; backward here is written out: two [tokens, d_delta] x [d_delta, d_model] products
-    for x and the folded weight, the rest on [tokens, d_delta] or smaller. The values are
-    `DeltaMLP`'s unfused ones to rounding (tests/lens_positions/test_model.py). Saves x (which the
-    mean square keeps anyway), rms, the pre-activation and δ.
+    Reads x as another norm's output ``n = x / rms_1`` with ``rms_1 = sqrt(mean_sq + eps_1)``
+    (the block's ln1, or its own norm when called alone, eps_1 = eps): since
+    ``x / rms = n * (rms_1 / rms)``, ``δ = squash(gelu((n @ (w * W_in)) * s + b_in) @ W_out +
+    b_out)`` with ``s = sqrt((mean_sq + eps_1) / (mean_sq + eps))``, 1 when the eps agree. The
+    gradients of n and mean_sq [batch, pos, 1] flow back to the norm that made them. Autograd
+    would record some twenty small nodes per layer for this; backward here is written out: two
+    [tokens, d_delta] x [d_delta, d_model] products for n and the folded weight, the rest on
+    [tokens, d_delta] or smaller. The values are `DeltaMLP`'s unfused ones to rounding
+    (tests/lens_positions/test_model.py). Saves n (which its norm keeps anyway), the product
+    n @ (w * W_in), s and δ; no copy of x.
     """
 
     @staticmethod
-    def forward(ctx, x, mean_sq, w, W_in, b_in, W_out, b_out, eps: float, squash: str, max_delta: float):
-        flat = x.reshape(-1, x.shape[-1])
-        rms = (mean_sq + eps).sqrt().reshape(-1, 1)
+    def forward(ctx, normalized, mean_sq, w, W_in, b_in, W_out, b_out, eps_stream: float, eps: float,
+                squash: str, max_delta: float):
+        flat = normalized.reshape(-1, normalized.shape[-1])
+        ms = mean_sq.reshape(-1, 1)
+        scale = ((ms + eps_stream) / (ms + eps)).sqrt()
         folded = w[:, None] * W_in
-        pre = torch.addcdiv(b_in, flat @ folded, rms)
+        h = flat @ folded
+        pre = torch.addcmul(b_in, h, scale)
         raw = torch.addmm(b_out, F.gelu(pre), W_out)
         delta = _squash(raw, squash, max_delta)
-        ctx.squash, ctx.max_delta, ctx.shape = squash, max_delta, x.shape
-        ctx.save_for_backward(flat, rms, pre, delta, w, W_in, b_in, W_out, folded)
-        return delta.view(*x.shape[:-1], -1)
+        ctx.consts = (squash, max_delta, eps_stream, eps, normalized.shape)
+        ctx.save_for_backward(flat, ms, scale, h, delta, w, W_in, b_in, W_out, folded)
+        return delta.view(*normalized.shape[:-1], -1)
 
     @staticmethod
     def backward(ctx, grad_delta: Tensor) -> tuple[Tensor | None, ...]:
-        flat, rms, pre, delta, w, W_in, b_in, W_out, folded = ctx.saved_tensors
-        m = ctx.max_delta
-        if ctx.squash == "sigmoid":  # δ = m sigmoid(raw): dδ/draw = δ (1 - δ / m)
+        flat, ms, scale, h, delta, w, W_in, b_in, W_out, folded = ctx.saved_tensors
+        squash, m, eps_stream, eps, shape = ctx.consts
+        if squash == "sigmoid":  # δ = m sigmoid(raw): dδ/draw = δ (1 - δ / m)
             slope = delta * (1.0 - delta / m)
         else:  # tanh: δ = 1 + (m - 1) tanh(raw / m): dδ/draw = (1 - 1/m)(1 - tanh²)
             t = (delta - 1.0) / (m - 1.0)
             slope = (1.0 - 1.0 / m) * (1.0 - t * t)
         g_raw = grad_delta.reshape(slope.shape) * slope  # [tokens, n_out]
+        pre = torch.addcmul(b_in, h, scale)
         g_pre = torch.ops.aten.gelu_backward(g_raw @ W_out.T, pre)  # [tokens, d_delta]
-        g_h = g_pre / rms  # the gradient of x @ folded
+        g_h = g_pre * scale  # the gradient of n @ folded
         grad_folded = flat.T @ g_h  # [d_model, d_delta]
-        grad_x = (g_h @ folded.T).view(ctx.shape)
-        # pre = h / rms + b_in, so d pre / d rms = -(pre - b_in) / rms; d rms / d mean_sq = 1 / (2 rms)
-        grad_rms = -(g_h * (pre - b_in)).sum(-1, keepdim=True)
-        grad_mean_sq = (grad_rms / (2 * rms)).view(*ctx.shape[:-1], 1)
+        grad_normalized = (g_h @ folded.T).view(shape)
+        # s = sqrt((ms + eps_1) / (ms + eps)): ds/dms = (eps - eps_1) / (2 s (ms + eps)^2)
+        grad_scale = (g_pre * h).sum(-1, keepdim=True)
+        grad_mean_sq = (grad_scale * (eps - eps_stream) / (2 * scale * (ms + eps) ** 2)).view(*shape[:-1], 1)
         grad_w = (grad_folded * W_in).sum(-1)
         grad_W_in = grad_folded * w[:, None]
         grad_W_out = F.gelu(pre).T @ g_raw
-        return (grad_x, grad_mean_sq, grad_w, grad_W_in, g_pre.sum(0), grad_W_out, g_raw.sum(0),
-                None, None, None)
+        return (grad_normalized, grad_mean_sq, grad_w, grad_W_in, g_pre.sum(0), grad_W_out, g_raw.sum(0),
+                None, None, None, None)
 
 
 def _squash(raw: Tensor, squash: str, max_delta: float) -> Tensor:

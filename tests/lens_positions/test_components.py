@@ -57,12 +57,12 @@ def _plain_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("hooked", [False, True], ids=["fused", "hooked"])
-@pytest.mark.parametrize("shared", [False, True], ids=["own-mean-square", "shared-mean-square"])
-def test_rms_norm_values_and_gradients_are_autograds(dtype, hooked, shared):
+@pytest.mark.parametrize("with_mean_square", [False, True], ids=["norm", "norm-and-mean-square"])
+def test_rms_norm_values_and_gradients_are_autograds(dtype, hooked, with_mean_square):
     """Values bit for bit; gradients bit for bit on the hooked (plain autograd) path and to
-    rounding through the fused node, also when the mean square comes from outside (the block
-    shares it between ln1 and the δ-MLP's norm) and its gradient must flow back there."""
-    from lens_positions.components import RMSNorm, mean_square
+    rounding through the fused node, also when the mean square is a second output (the
+    per-layer δ-MLP reads it) whose gradient flows back through the same node."""
+    from lens_positions.components import RMSNorm
 
     g = torch.Generator().manual_seed(5)
     norm = RMSNorm(48, eps=1e-5)
@@ -71,23 +71,28 @@ def test_rms_norm_values_and_gradients_are_autograds(dtype, hooked, shared):
     norm = norm.to(dtype)
     x = (3 * torch.randn(2, 9, 48, generator=g)).to(dtype).requires_grad_()
     grad = torch.randn(2, 9, 48, generator=g).to(dtype)
+    grad_ms = torch.randn(2, 9, 1, generator=g).to(dtype)
     if hooked:  # a caching hook keeps the plain path (a hook may edit the tensor in place)
         norm.hook_normalized.add_hook(lambda t, hook: None)
-    mean_sq = mean_square(x) if shared else None
-    assert (type(norm.normalize(x, mean_sq).grad_fn).__name__ == "_NormalizeBackward") == (not hooked)
-    out = norm(x, mean_sq)
-    gx, gw = torch.autograd.grad(out, (x, norm.w), grad)
+    normalized, mean_sq = norm.normalize_and_mean_square(x)
+    assert (type(normalized.grad_fn).__name__ == "_NormalizeBackward") == (not hooked)
+    outs, grads = [normalized * norm.w], [grad]
+    if with_mean_square:
+        outs, grads = [*outs, mean_sq], [grad, grad_ms]
+    gx, gw = torch.autograd.grad(outs, (x, norm.w), grads)
+    assert torch.equal(norm(x), outs[0])
     x_ref = x.detach().clone().requires_grad_()
     w_ref = norm.w.detach().clone().requires_grad_()
-    ref = _plain_norm(x_ref, w_ref, 1e-5)
-    gx_ref, gw_ref = torch.autograd.grad(ref, (x_ref, w_ref), grad)
-    assert torch.equal(out, ref)
+    refs = [_plain_norm(x_ref, w_ref, 1e-5), x_ref.pow(2).mean(-1, keepdim=True)][: len(outs)]
+    gx_ref, gw_ref = torch.autograd.grad(refs, (x_ref, w_ref), grads)
+    assert all(torch.equal(o, r) for o, r in zip(outs, refs, strict=True))
     if hooked:
-        assert torch.equal(gx, gx_ref) and torch.equal(gw, gw_ref)
-    else:
-        tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
-        torch.testing.assert_close(gx, gx_ref, **tol)
-        torch.testing.assert_close(gw, gw_ref, **tol)
+        assert torch.equal(gw, gw_ref)
+        if not with_mean_square:  # with it, plain autograd sums two paths through one mean square
+            assert torch.equal(gx, gx_ref)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gx, gx_ref, **tol)
+    torch.testing.assert_close(gw, gw_ref, **tol)
 
 
 def test_shared_input_products_equal_separate_products():

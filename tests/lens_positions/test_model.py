@@ -160,11 +160,21 @@ def _graph_names(t: torch.Tensor, depth: int = 3) -> set[str]:
 
 
 def test_the_delta_mlp_trains_as_one_node_unless_hooked():
-    mlp = HookedIncrementTransformer(small_config("per_layer")).blocks[0].delta_mlp
+    """Alone (its own norm, no stream from ln1) the fused node gives the plain path's δ and
+    gradients to rounding."""
+    mlp = perturb_deltas(HookedIncrementTransformer(small_config("per_layer", delta_eps=1e-3))).blocks[0].delta_mlp
     x = torch.randn(2, 5, 32, requires_grad=True)
-    assert "_DeltaMLPFunctionBackward" in _graph_names(mlp(x))
+    fused = mlp(x)
+    assert "_DeltaMLPFunctionBackward" in _graph_names(fused)
+    weights = torch.randn(fused.shape)
+    grads_fused = torch.autograd.grad((fused * weights).sum(), (x, *mlp.parameters()))
     mlp.hook_post.add_hook(lambda t, hook: None)  # a hook on an intermediate: plain autograd
-    assert "_DeltaMLPFunctionBackward" not in _graph_names(mlp(x))
+    plain = mlp(x)
+    assert "_DeltaMLPFunctionBackward" not in _graph_names(plain)
+    grads_plain = torch.autograd.grad((plain * weights).sum(), (x, *mlp.parameters()))
+    torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads_fused, grads_plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     mlp.hook_post.remove_hooks()
     with torch.no_grad():
         assert mlp(x).grad_fn is None
