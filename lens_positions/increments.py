@@ -105,10 +105,10 @@ class DeltaMLP(nn.Module):
         if self.ln is not None and self._fusable(x):
             if stream is None:
                 normalized, mean_sq = self.ln.normalize_and_mean_square(x)
-                stream = (normalized, mean_sq, self._eps(x))
+                stream = (normalized, mean_sq, self.ln.eps_for(x))
             delta = _DeltaMLPFunction.apply(
                 *stream[:2], self.ln.w, self.W_in, self.b_in, self.W_out, self.b_out,
-                stream[2], self._eps(x), self.squash, self.max_delta,
+                stream[2], self.ln.eps_for(x), self.squash, self.max_delta,
             )
             return delta.squeeze(-1) if self.n_out == 1 else delta
         if self.ln is None:
@@ -138,9 +138,6 @@ class DeltaMLP(nn.Module):
         hook on any of its intermediates."""
         hooks = (self.hook_pre, self.hook_post, self.hook_raw, self.ln.hook_scale, self.ln.hook_normalized)
         return use_fused_nodes(x, self.W_in) and not any(h.has_hooks() for h in hooks)
-
-    def _eps(self, x: Tensor) -> float:
-        return torch.finfo(x.dtype).eps if self.ln.eps is None else self.ln.eps
 
 
 class _DeltaMLPFunction(torch.autograd.Function):
