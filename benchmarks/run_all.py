@@ -8,8 +8,9 @@ Options are passed on to `benchmarks.train_step`, `benchmarks.analysis`, `benchm
 the peer comparisons `benchmarks.vs_hf` (Hugging Face Llama training step), `benchmarks.vs_bridge`
 (TransformerLens's TransformerBridge forward and cache-all), `benchmarks.patching` (a patching
 sweep) and `benchmarks.graft` (SmolLM2 with grafted increments; recorded as skipped where this
-checkout or environment lacks it) and `benchmarks.first_touch` (the huge-page hint of the attention
-cache, CPU only). ``--only`` picks some of them; ``--no-write`` prints without
+checkout or environment lacks it), `benchmarks.first_touch` (the huge-page hint of the attention
+cache, CPU only) and `benchmarks.training_attention` (the blocked training attention vs SDPA, CPU
+only). ``--only`` picks some of them; ``--no-write`` prints without
 touching the results file.
 """
 
@@ -20,12 +21,23 @@ import shlex
 import sys
 from pathlib import Path
 
-from benchmarks import analysis, first_touch, graft, patching, scaling, train_step, vs_bridge, vs_hf
+from benchmarks import (
+    analysis,
+    first_touch,
+    graft,
+    patching,
+    scaling,
+    train_step,
+    training_attention,
+    vs_bridge,
+    vs_hf,
+)
 from benchmarks.common import H100_BF16_PEAK_TFLOPS, VARIANTS, Report, Skipped, today
 from lens_positions.atomic import write_text_atomic
 
 SCRIPTS = {"train_step": train_step, "analysis": analysis, "scaling": scaling, "vs_hf": vs_hf,
-           "vs_bridge": vs_bridge, "patching": patching, "graft": graft, "first_touch": first_touch}
+           "vs_bridge": vs_bridge, "patching": patching, "graft": graft, "first_touch": first_touch,
+           "training_attention": training_attention}
 #: Scripts that take run_all's --variants (the others measure a fixed set).
 TAKES_VARIANTS = ("train_step", "analysis", "vs_hf", "vs_bridge", "patching")
 RESULTS = Path(__file__).with_name("RESULTS.md")

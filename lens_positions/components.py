@@ -200,13 +200,105 @@ def causal_bias(n_q: int, n_k: int, past: int, dtype: torch.dtype, device: torch
     return torch.full((n_q, n_k), float("-inf"), dtype=dtype, device=device).triu_(past + 1)
 
 
+#: Query rows per block of `_CausalAttention`, and the most bytes of scores one block may hold:
+#: (batch x head) slices are grouped so that a block's [slices, rows, keys] scores stay in a
+#: core's cache (1 MiB of L2 on the CPU this project measures on).
+QUERY_BLOCK = 64
+SCORE_BLOCK_BYTES = 1 << 20
+#: Shorter sequences keep scaled_dot_product_attention: with a handful of blocks the per-block
+#: calls cost more than they save (benchmarks/training_attention.py).
+MIN_BLOCKED_TOKENS = 128
+
+
+def _attention_blocks(
+    bh: int, n: int, dtype: torch.dtype, device: torch.device
+) -> list[tuple[slice, int, int, Tensor]]:
+    """(batch x head slice, first query row, end row, causal bias [rows, end row]) of every block
+    of `_CausalAttention`: query rows [lo, hi) need keys [0, hi) only (the rest of each row is
+    masked anyway), and each slice holds as many of the ``bh`` [pos, d_head] matrices as keep
+    the block's scores within `SCORE_BLOCK_BYTES`."""
+    per_slice = QUERY_BLOCK * n * torch.finfo(dtype).bits // 8
+    group = max(1, min(bh, SCORE_BLOCK_BYTES // per_slice))
+    rows = []
+    for lo in range(0, n, QUERY_BLOCK):
+        hi = min(lo + QUERY_BLOCK, n)
+        rows.append((lo, hi, causal_bias(hi - lo, hi, lo, dtype, device)))
+    return [(slice(g, min(g + group, bh)), lo, hi, bias) for g in range(0, bh, group) for lo, hi, bias in rows]
+
+
+def _softmax_in_place(scores: Tensor) -> Tensor:
+    """Softmax over the last dim written over ``scores``: ATen's CPU kernel reads each element
+    before writing it, so the result equals ``torch.softmax`` bit for bit (tested) and spares a
+    fresh block-sized buffer."""
+    return torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+
+
+def _softmax_backward_in_place(grad_pattern: Tensor, pattern: Tensor) -> Tensor:
+    """``pattern * (grad_pattern - sum(grad_pattern * pattern))`` per row, softmax's own backward
+    kernel, written over ``grad_pattern`` (the row's sum is taken before any element is
+    written)."""
+    return torch.ops.aten._softmax_backward_data.out(grad_pattern, pattern, -1, pattern.dtype, grad_input=grad_pattern)
+
+
+class _CausalAttention(torch.autograd.Function):
+    """Causal softmax attention ``softmax(q k^T * scale + causal mask) v`` as one autograd node,
+    for eager float32 training on CPU (no key/value cache).
+
+    q, k, v: [batch, pos, head_index, d_head]; returns z in the same layout. The work goes in
+    blocks (`_attention_blocks`): a group of (batch x head) slices and `QUERY_BLOCK` query rows
+    against the keys those rows may see. Per block: one batched product for the scores (the
+    causal bias added in its epilogue), softmax in place, one product for z. Backward recomputes
+    each block's pattern from q and k instead of keeping it (as flash attention does: nothing of
+    [query, key] size outlives a block), then takes v's, the scores' (softmax's own backward
+    kernel), q's and k's gradients block by block. The products are a few large batched calls
+    per block, where scaled_dot_product_attention's CPU kernel makes many small per-tile ones:
+    at the paper's shape its forward and backward took about 0.75-0.85 of SDPA's time on this
+    project's CPU (benchmarks/training_attention.py, benchmarks/RESULTS.md, issue 23). Values
+    agree with SDPA to float32 rounding. Saves q, k and v as [batch * heads, pos, d_head]: views
+    of q and k when they are laid out head-major (the training rotary writes them so, and keeps
+    them anyway), a copy of v (SDPA keeps v too); no pattern.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+        b, n, h, dh = q.shape
+        q3, k3, v3 = (t.transpose(1, 2).reshape(b * h, n, dh) for t in (q, k, v))
+        z = torch.empty_like(q3)
+        for g, lo, hi, bias in _attention_blocks(b * h, n, q.dtype, q.device):
+            scores = torch.baddbmm(bias, q3[g, lo:hi], k3[g, :hi].transpose(1, 2), alpha=scale)
+            z[g, lo:hi] = torch.bmm(_softmax_in_place(scores), v3[g, :hi])
+        ctx.save_for_backward(q3, k3, v3)
+        ctx.scale = scale
+        return z.view(b, h, n, dh).transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad_z: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
+        q3, k3, v3 = ctx.saved_tensors
+        bh, n, dh = q3.shape
+        b = grad_z.shape[0]
+        g3 = grad_z.transpose(1, 2).reshape(bh, n, dh)
+        grad_q, grad_k, grad_v = torch.empty_like(q3), torch.zeros_like(k3), torch.zeros_like(v3)
+        for g, lo, hi, bias in _attention_blocks(bh, n, q3.dtype, q3.device):
+            scores = torch.baddbmm(bias, q3[g, lo:hi], k3[g, :hi].transpose(1, 2), alpha=ctx.scale)
+            pattern = _softmax_in_place(scores)  # recomputed, bit for bit the forward's
+            grad_v[g, :hi].baddbmm_(pattern.transpose(1, 2), g3[g, lo:hi])
+            grad_pattern = torch.bmm(g3[g, lo:hi], v3[g, :hi].transpose(1, 2))
+            grad_scores = _softmax_backward_in_place(grad_pattern, pattern)
+            grad_q[g, lo:hi] = torch.bmm(grad_scores, k3[g, :hi]).mul_(ctx.scale)
+            grad_k[g, :hi].baddbmm_(grad_scores.transpose(1, 2), q3[g, lo:hi], alpha=ctx.scale)
+        h = bh // b
+        return tuple(g.view(b, h, n, dh).transpose(1, 2) for g in (grad_q, grad_k, grad_v)) + (None,)
+
+
 class Attention(nn.Module):
     """Causal multi-head attention with rotary on real-valued positions.
 
     Uses ``scaled_dot_product_attention`` unless something needs the scores or the pattern (a hook
     on ``hook_attn_scores`` / ``hook_pattern``, e.g. `run_with_cache`, or ``cfg.use_sdpa=False``);
     then it materialises them as TransformerLens does. Scores are masked with -inf before
-    ``hook_attn_scores``, as in TransformerLens.
+    ``hook_attn_scores``, as in TransformerLens. Eager float32 training on CPU without a cache
+    takes the blocked `_CausalAttention` node instead of scaled_dot_product_attention (the same
+    values to rounding, faster on CPU, no pattern kept either).
     """
 
     def __init__(self, cfg: IncrementConfig):
@@ -236,6 +328,15 @@ class Attention(nn.Module):
             not self.cfg.use_sdpa
             or self.hook_attn_scores.has_hooks()
             or self.hook_pattern.has_hooks()
+        )
+
+    def blocked_training(self, q: Tensor, k: Tensor, v: Tensor, past: int) -> bool:
+        """True when attention runs as `_CausalAttention`: eager float32 training on CPU, no
+        cache, at least `MIN_BLOCKED_TOKENS` tokens (the SDPA branch, so nothing hooks the
+        pattern)."""
+        return (
+            past == 0 and q.shape[1] >= MIN_BLOCKED_TOKENS and q.device.type == "cpu"
+            and q.dtype == torch.float32 and use_fused_nodes(q, k, v)
         )
 
     def forward(
@@ -300,6 +401,8 @@ class Attention(nn.Module):
                 pattern.nan_to_num_(nan=0.0)
             pattern = self.hook_pattern(pattern)
             z = torch.einsum("bhqk,bkhd->bqhd", pattern.to(v.dtype), v)
+        elif self.blocked_training(q, k, v, past):
+            z = _CausalAttention.apply(q, k, v, 1.0 / self.attn_scale)
         else:
             mask = None
             if past and n_q > 1:

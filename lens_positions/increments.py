@@ -152,7 +152,7 @@ class _DeltaMLPFunction(torch.autograd.Function):
     [tokens, d_delta] x [d_delta, d_model] products for n and the folded weight, the rest on
     [tokens, d_delta] or smaller. The values are `DeltaMLP`'s unfused ones to rounding
     (tests/lens_positions/test_model.py). Saves n (which its norm keeps anyway), the product
-    n @ (w * W_in), s and δ; no copy of x.
+    n @ (w * W_in), s, the GELU's output and δ; no copy of x.
     """
 
     @staticmethod
@@ -163,16 +163,16 @@ class _DeltaMLPFunction(torch.autograd.Function):
         scale = ((ms + eps_stream) / (ms + eps)).sqrt()
         folded = w[:, None] * W_in
         h = flat @ folded
-        pre = torch.addcmul(b_in, h, scale)
-        raw = torch.addmm(b_out, F.gelu(pre), W_out)
+        post = F.gelu(torch.addcmul(b_in, h, scale))
+        raw = torch.addmm(b_out, post, W_out)
         delta = _squash(raw, squash, max_delta)
         ctx.consts = (squash, max_delta, eps_stream, eps, normalized.shape)
-        ctx.save_for_backward(flat, ms, scale, h, delta, w, W_in, b_in, W_out, folded)
+        ctx.save_for_backward(flat, ms, scale, h, post, delta, w, W_in, b_in, W_out, folded)
         return delta.view(*normalized.shape[:-1], -1)
 
     @staticmethod
     def backward(ctx, grad_delta: Tensor) -> tuple[Tensor | None, ...]:
-        flat, ms, scale, h, delta, w, W_in, b_in, W_out, folded = ctx.saved_tensors
+        flat, ms, scale, h, post, delta, w, W_in, b_in, W_out, folded = ctx.saved_tensors
         squash, m, eps_stream, eps, shape = ctx.consts
         if squash == "sigmoid":  # δ = m sigmoid(raw): dδ/draw = δ (1 - δ / m)
             slope = delta * (1.0 - delta / m)
@@ -180,8 +180,11 @@ class _DeltaMLPFunction(torch.autograd.Function):
             t = (delta - 1.0) / (m - 1.0)
             slope = (1.0 - 1.0 / m) * (1.0 - t * t)
         g_raw = grad_delta.reshape(slope.shape) * slope  # [tokens, n_out]
-        pre = torch.addcmul(b_in, h, scale)
-        g_pre = torch.ops.aten.gelu_backward(g_raw @ W_out.T, pre)  # [tokens, d_delta]
+        pre = torch.addcmul(b_in, h, scale)  # recomputed: cheaper than keeping it; gelu is not
+        # g_raw @ W_out.T, as a broadcast product when there is one output (a depth-1 matrix
+        # product costs more than the multiplication it is)
+        g_post = g_raw * W_out[:, 0] if W_out.shape[1] == 1 else g_raw @ W_out.T
+        g_pre = torch.ops.aten.gelu_backward(g_post, pre)  # [tokens, d_delta]
         g_h = g_pre * scale  # the gradient of n @ folded
         grad_folded = flat.T @ g_h  # [d_model, d_delta]
         grad_normalized = (g_h @ folded.T).view(shape)
@@ -190,7 +193,7 @@ class _DeltaMLPFunction(torch.autograd.Function):
         grad_mean_sq = (grad_scale * (eps - eps_stream) / (2 * scale * (ms + eps) ** 2)).view(*shape[:-1], 1)
         grad_w = (grad_folded * W_in).sum(-1)
         grad_W_in = grad_folded * w[:, None]
-        grad_W_out = F.gelu(pre).T @ g_raw
+        grad_W_out = post.T @ g_raw
         return (grad_normalized, grad_mean_sq, grad_w, grad_W_in, g_pre.sum(0), grad_W_out, g_raw.sum(0),
                 None, None, None, None)
 

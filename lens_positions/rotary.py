@@ -92,16 +92,22 @@ def _rotation(cos: Tensor, sin: Tensor, x: Tensor, inverse: bool = False) -> Ten
     return torch.complex(cos, -sin if inverse else sin).expand(shape).contiguous()
 
 
-def _turn(x: Float[Tensor, "... d"], rotation: Tensor) -> Float[Tensor, "... d"]:
+def _turn(x: Float[Tensor, "... d"], rotation: Tensor, head_major: bool = False) -> Float[Tensor, "... d"]:
     """``x`` (float32) read as d/2 complex pairs (2i, 2i+1), times ``rotation`` (complex
-    [..., d/2], broadcast): a new contiguous float32 tensor shaped like ``x``.
+    [..., d/2], broadcast): a new float32 tensor shaped like ``x``, contiguous, or with
+    ``head_major`` (x [batch, pos, head_index, d_head]) laid out as [batch, head_index, pos,
+    d_head] in memory, the layout attention's batched products read without a copy.
 
     Complex multiplication computes ``(a c - b d) + (a d + b c) i`` from separate products, as
     the real formula does: bit for bit the even/odd formula wherever ATen's vectorised loop runs
     (everything but a tail of fewer elements than a register holds)."""
     strides_even = x.stride(-1) == 1 and x.storage_offset() % 2 == 0 and all(s % 2 == 0 for s in x.stride()[:-1])
-    pairs = (x if strides_even else x.contiguous()).unflatten(-1, (-1, 2))
-    return torch.view_as_real(torch.view_as_complex(pairs) * rotation).flatten(-2)
+    pairs = torch.view_as_complex((x if strides_even else x.contiguous()).unflatten(-1, (-1, 2)))
+    if not head_major:
+        return torch.view_as_real(pairs * rotation).flatten(-2)
+    b, n, h, half = pairs.shape
+    out = torch.empty((b, h, n, half), dtype=pairs.dtype, device=pairs.device).transpose(1, 2)
+    return torch.view_as_real(torch.mul(pairs, rotation, out=out)).flatten(-2)
 
 
 def rotate_queries_keys(
@@ -157,9 +163,11 @@ class _RotaryQK(torch.autograd.Function):
         cos, sin = rotary_cos_sin(positions, q.shape[-1], theta, integer_positions, n_fixed)
         if torch.compiler.is_compiling():
             q_rot, k_rot = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        else:  # one complex product per tensor (`_turn`): one pass instead of six
+        else:  # one complex product per tensor (`_turn`): one pass instead of six, written
+            # head-major, the layout attention's training node (`components._CausalAttention`)
+            # reads in place
             rotation = _rotation(cos, sin, q)
-            q_rot, k_rot = (_turn(x.float(), rotation).to(x.dtype) for x in (q, k))
+            q_rot, k_rot = (_turn(x.float(), rotation, head_major=True).to(x.dtype) for x in (q, k))
         ctx.theta, ctx.n_fixed, ctx.dtypes = theta, n_fixed, (q.dtype, k.dtype)
         ctx.from_output = tuple(x.dtype == torch.float32 for x in (q, k))
         kept = [r if out else x for x, r, out in zip((q, k), (q_rot, k_rot), ctx.from_output, strict=True)]

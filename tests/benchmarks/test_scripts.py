@@ -154,3 +154,17 @@ def test_step_profile_quick_lists_ops_and_totals():
     assert all(float(r[2]) >= 0 and float(r[3]) >= 0 for r in report.rows)
     with pytest.raises(SystemExit):
         step_profile.parse_args(["--a", "none", "--b", "none"])
+
+
+def test_training_attention_quick_compares_the_blocked_node_with_sdpa():
+    """One shape (several query blocks), both candidates timed, their results agreeing to
+    float32 rounding; a GPU run is skipped with the reason."""
+    from benchmarks import training_attention
+
+    report = training_attention.main(["--quick"])
+    _check_table(report)
+    assert [r[0] for r in report.rows] == ["2 x 160 x 2 x 16"]
+    assert float(report.notes[0].split("agree to ")[1].split(" of")[0]) < 1e-5
+    with pytest.raises(common.Skipped, match="--device cpu"):
+        training_attention.run(argparse.Namespace(device="cuda", quick=True, repeats=1, threads=1, compile=False,
+                                                  peak_tflops=1.0, seed=0, clock="auto"))

@@ -118,6 +118,8 @@ def test_shared_input_products_equal_separate_products():
 def test_model_gradients_equal_plain_autograds(monkeypatch):
     import lens_positions.components as components
 
+    monkeypatch.setattr(components, "MIN_BLOCKED_TOKENS", 8)  # blocked attention in the fast run
+    monkeypatch.setattr(components, "QUERY_BLOCK", 8)
     model = perturb_deltas(HookedIncrementTransformer(small_config("per_layer")))
     tokens = torch.randint(0, 257, (2, 20), generator=torch.Generator().manual_seed(3))
     grads = []
@@ -127,7 +129,8 @@ def test_model_gradients_equal_plain_autograds(monkeypatch):
         loss = model(tokens, return_type="loss")
         loss.backward()
         grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-    assert torch.equal(grads[0][0], grads[1][0])  # the same forward, bit for bit
+    # the same forward to rounding (blocked attention sums in another order than SDPA's)
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-6, atol=1e-6)
     for name, grad in grads[0][1].items():  # the fused nodes' gradients, to rounding
         torch.testing.assert_close(grad, grads[1][1][name], rtol=1e-4, atol=1e-7, msg=name)
 
@@ -178,3 +181,96 @@ def test_a_norm_weight_folded_into_the_products_equals_the_weighted_input(grad):
                 b = torch.autograd.grad(weighted, (normalized, w), out)
                 for x, y in zip(a, b, strict=True):
                     torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [2, 15, 16, 40], ids=["2-tokens", "one-short-block", "one-block", "three-blocks"])
+@pytest.mark.parametrize("head_major", [False, True], ids=["token-major", "head-major"])
+def test_causal_attention_node_equals_sdpa(n, head_major, monkeypatch):
+    """The blocked training attention (`_CausalAttention`) gives scaled_dot_product_attention's
+    causal output and gradients to float32 rounding, whether q, k and v are laid out token-major
+    (as the products make them) or head-major (as the rotary writes q and k in training), with
+    blocks of 16 query rows and of two (batch x head) slices out of six."""
+    import torch.nn.functional as F
+
+    import lens_positions.components as components
+    from lens_positions.components import _attention_blocks, _CausalAttention
+
+    monkeypatch.setattr(components, "QUERY_BLOCK", 16)
+    monkeypatch.setattr(components, "SCORE_BLOCK_BYTES", 2 * 16 * n * 4)
+    blocks = _attention_blocks(6, n, torch.float32, torch.device("cpu"))
+    assert {(b[0].start, b[0].stop) for b in blocks} == {(0, 2), (2, 4), (4, 6)}
+    assert [b[1:3] for b in blocks[: -(-n // 16)]] == [(lo, min(lo + 16, n)) for lo in range(0, n, 16)]
+    g = torch.Generator().manual_seed(n)
+    shape = (2, n, 3, 16)
+
+    def make() -> torch.Tensor:
+        if head_major:
+            return torch.randn(2, 3, n, 16, generator=g).transpose(1, 2).requires_grad_()
+        return torch.randn(shape, generator=g).requires_grad_()
+
+    q, k, v = make(), make(), make()
+    grad_z = torch.randn(shape, generator=g)
+    z = _CausalAttention.apply(q, k, v, 0.25)
+    assert z.shape == shape and type(z.grad_fn).__name__ == "_CausalAttentionBackward"
+    ref = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), is_causal=True, scale=0.25)
+    ref = ref.transpose(1, 2)
+    torch.testing.assert_close(z, ref, rtol=1e-5, atol=1e-6)
+    ours = torch.autograd.grad(z, (q, k, v), grad_z)
+    theirs = torch.autograd.grad(ref, (q, k, v), grad_z)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.shape == shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_in_place_softmax_equals_softmax_bit_for_bit():
+    from lens_positions.components import _softmax_backward_in_place, _softmax_in_place
+
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randn(3, 5, 70, generator=g)
+    scores[..., 40:] = float("-inf")  # masked keys, as a causal block has them
+    pattern = torch.softmax(scores, -1)
+    assert torch.equal(_softmax_in_place(scores.clone()), pattern)
+    grad = torch.randn(3, 5, 70, generator=g)
+    expected = torch.ops.aten._softmax_backward_data(grad, pattern, -1, pattern.dtype)
+    assert torch.equal(_softmax_backward_in_place(grad.clone(), pattern), expected)
+
+
+def test_training_takes_the_blocked_attention_unless_the_pattern_is_needed(monkeypatch):
+    """Eager float32 training on CPU runs attention as `_CausalAttention`, with the rotary
+    writing q and k head-major for it; a hook on the pattern, no-grad inference, autocast and
+    sequences shorter than `MIN_BLOCKED_TOKENS` take their own paths."""
+    import lens_positions.components as components
+
+    monkeypatch.setattr(components, "MIN_BLOCKED_TOKENS", 40)
+    model = HookedIncrementTransformer(small_config("per_layer"))
+    tokens = torch.randint(0, 257, (2, 40), generator=torch.Generator().manual_seed(5))
+    seen: list[tuple[str | None, bool]] = []
+
+    def grab(z, hook):
+        seen.append((type(z.grad_fn).__name__ if z.grad_fn is not None else None, False))
+        return z
+
+    def grab_q(q, hook):
+        seen.append(("rot_q", q.transpose(1, 2).is_contiguous()))
+        return q
+
+    model.blocks[0].attn.hook_z.add_hook(grab)
+    model.blocks[0].attn.hook_rot_q.add_hook(grab_q)
+    model(tokens, return_type="loss")
+    assert seen == [("rot_q", True), ("_CausalAttentionBackward", False)]
+    seen.clear()
+    with model.hooks(fwd_hooks=[("blocks.0.attn.hook_pattern", lambda p, hook: p)]):
+        model(tokens, return_type="loss")
+    assert seen[1][0] != "_CausalAttentionBackward"  # the materialised pattern
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(tokens, return_type="loss")
+    assert seen[1][0] != "_CausalAttentionBackward"
+    seen.clear()
+    with torch.no_grad():
+        model(tokens)
+    assert seen[1] == (None, False)
+    seen.clear()
+    model(tokens[:, :39], return_type="loss")  # one token short: SDPA
+    assert seen[1][0] != "_CausalAttentionBackward"
+    model.reset_hooks()
