@@ -7,7 +7,9 @@ forward + backward of each, interleaved round by round, on the same q, k and v
 [batch, pos, head_index, d_head] and the same output gradient, for several shapes: the paper's
 (what benchmarks.vs_hf trains), the CPU training config's, and longer or wider ones. 'time vs
 SDPA' is the median per-round ratio (lower is faster); both candidates' outputs and gradients
-agree to float32 rounding (checked, see the note).
+agree to float32 rounding (checked, see the note). 'in training' says whether the library takes
+the node at that length (`MIN_BLOCKED_TOKENS` to `MAX_BLOCKED_TOKENS` tokens; longer ones are
+timed to show why not).
 
 Use ``--clock wall`` too with more than one thread: process CPU time also counts the time a
 waiting OpenMP thread spins between calls, and the blocked node makes more, smaller calls.
@@ -36,7 +38,7 @@ from benchmarks.common import (
     paired_ratio,
     spread,
 )
-from lens_positions.components import _CausalAttention
+from lens_positions.components import MAX_BLOCKED_TOKENS, MIN_BLOCKED_TOKENS, _CausalAttention
 
 #: (batch, pos, heads, d_head): the paper's shape first (the target's), then the CPU training
 #: config's, more sequences, a longer context, SmolLM2-sized heads.
@@ -82,14 +84,15 @@ def run(args: argparse.Namespace) -> Report:
         ratio = paired_ratio(times["blocked"], times["sdpa"])
         rows.append([" x ".join(map(str, shape)), f"{median(times['sdpa']) * 1e3:.1f}",
                      f"{median(times['blocked']) * 1e3:.1f}", fmt_ratio(ratio),
-                     f"{max(spread(times['sdpa']), spread(times['blocked'])):.0%}"])
+                     f"{max(spread(times['sdpa']), spread(times['blocked'])):.0%}",
+                     "yes" if MIN_BLOCKED_TOKENS <= n <= MAX_BLOCKED_TOKENS else "no (SDPA)"])
         if shape == SHAPES[0]:
             targets.append(Target("blocked training attention vs SDPA, paper shape", ratio, TARGET, False))
     setting = (f"Causal attention forward + backward (float32, training), batch x pos x heads x d_head; "
                f"median of {repeats} interleaved rounds; {setup.describe()}. 'time vs SDPA' is the "
                "median per-round ratio of the blocked node's time to scaled_dot_product_attention's; "
                "spread is the larger (max - min) / median of the two.")
-    headers = ["shape", "SDPA ms", "blocked ms", "time vs SDPA", "spread"]
+    headers = ["shape", "SDPA ms", "blocked ms", "time vs SDPA", "spread", "in training"]
     notes = [f"outputs and gradients agree to {worst:.1e} of their largest magnitude"]
     return Report("Training attention: blocked node vs SDPA", setting, headers, rows, notes, targets)
 

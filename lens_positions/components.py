@@ -200,14 +200,18 @@ def causal_bias(n_q: int, n_k: int, past: int, dtype: torch.dtype, device: torch
     return torch.full((n_q, n_k), float("-inf"), dtype=dtype, device=device).triu_(past + 1)
 
 
-#: Query rows per block of `_CausalAttention`, and the most bytes of scores one block may hold:
-#: (batch x head) slices are grouped so that a block's [slices, rows, keys] scores stay in a
-#: core's cache (1 MiB of L2 on the CPU this project measures on).
+#: Query rows per block of `_CausalAttention`, and the most bytes of scores one block may hold
+#: per thread: (batch x head) slices are grouped so that a block's [slices, rows, keys] scores
+#: stay in the caches of the cores working on it (1 MiB of L2 per core on the CPU this project
+#: measures on; at 2 threads a 2 MiB block was faster than a 1 MiB one, at 1 thread not).
 QUERY_BLOCK = 64
 SCORE_BLOCK_BYTES = 1 << 20
-#: Shorter sequences keep scaled_dot_product_attention: with a handful of blocks the per-block
-#: calls cost more than they save (benchmarks/training_attention.py).
+#: Sequence lengths outside this range keep scaled_dot_product_attention: below it a handful of
+#: blocks' calls cost more than they save; above it, with 2 threads, the many per-block products
+#: (each split across the threads, where SDPA gives each thread whole tiles) made the node
+#: slower than SDPA at 1024 tokens (benchmarks/training_attention.py, benchmarks/RESULTS.md).
 MIN_BLOCKED_TOKENS = 128
+MAX_BLOCKED_TOKENS = 512
 
 
 def _attention_blocks(
@@ -216,9 +220,9 @@ def _attention_blocks(
     """(batch x head slice, first query row, end row, causal bias [rows, end row]) of every block
     of `_CausalAttention`: query rows [lo, hi) need keys [0, hi) only (the rest of each row is
     masked anyway), and each slice holds as many of the ``bh`` [pos, d_head] matrices as keep
-    the block's scores within `SCORE_BLOCK_BYTES`."""
+    the block's scores within `SCORE_BLOCK_BYTES` per torch thread."""
     per_slice = QUERY_BLOCK * n * torch.finfo(dtype).bits // 8
-    group = max(1, min(bh, SCORE_BLOCK_BYTES // per_slice))
+    group = max(1, min(bh, SCORE_BLOCK_BYTES * torch.get_num_threads() // per_slice))
     rows = []
     for lo in range(0, n, QUERY_BLOCK):
         hi = min(lo + QUERY_BLOCK, n)
@@ -297,8 +301,8 @@ class Attention(nn.Module):
     on ``hook_attn_scores`` / ``hook_pattern``, e.g. `run_with_cache`, or ``cfg.use_sdpa=False``);
     then it materialises them as TransformerLens does. Scores are masked with -inf before
     ``hook_attn_scores``, as in TransformerLens. Eager float32 training on CPU without a cache
-    takes the blocked `_CausalAttention` node instead of scaled_dot_product_attention (the same
-    values to rounding, faster on CPU, no pattern kept either).
+    takes the blocked `_CausalAttention` node instead of scaled_dot_product_attention where it
+    was measured faster (`blocked_training`; the same values to rounding, no pattern kept either).
     """
 
     def __init__(self, cfg: IncrementConfig):
@@ -332,10 +336,10 @@ class Attention(nn.Module):
 
     def blocked_training(self, q: Tensor, k: Tensor, v: Tensor, past: int) -> bool:
         """True when attention runs as `_CausalAttention`: eager float32 training on CPU, no
-        cache, at least `MIN_BLOCKED_TOKENS` tokens (the SDPA branch, so nothing hooks the
-        pattern)."""
+        cache, `MIN_BLOCKED_TOKENS` to `MAX_BLOCKED_TOKENS` tokens (the SDPA branch, so nothing
+        hooks the pattern)."""
         return (
-            past == 0 and q.shape[1] >= MIN_BLOCKED_TOKENS and q.device.type == "cpu"
+            past == 0 and MIN_BLOCKED_TOKENS <= q.shape[1] <= MAX_BLOCKED_TOKENS and q.device.type == "cpu"
             and q.dtype == torch.float32 and use_fused_nodes(q, k, v)
         )
 

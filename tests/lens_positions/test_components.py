@@ -196,7 +196,8 @@ def test_causal_attention_node_equals_sdpa(n, head_major, monkeypatch):
     from lens_positions.components import _attention_blocks, _CausalAttention
 
     monkeypatch.setattr(components, "QUERY_BLOCK", 16)
-    monkeypatch.setattr(components, "SCORE_BLOCK_BYTES", 2 * 16 * n * 4)
+    monkeypatch.setattr(components, "SCORE_BLOCK_BYTES", 2 * 16 * n * 4)  # per thread
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     blocks = _attention_blocks(6, n, torch.float32, torch.device("cpu"))
     assert {(b[0].start, b[0].stop) for b in blocks} == {(0, 2), (2, 4), (4, 6)}
     assert [b[1:3] for b in blocks[: -(-n // 16)]] == [(lo, min(lo + 16, n)) for lo in range(0, n, 16)]
@@ -238,7 +239,7 @@ def test_in_place_softmax_equals_softmax_bit_for_bit():
 def test_training_takes_the_blocked_attention_unless_the_pattern_is_needed(monkeypatch):
     """Eager float32 training on CPU runs attention as `_CausalAttention`, with the rotary
     writing q and k head-major for it; a hook on the pattern, no-grad inference, autocast and
-    sequences shorter than `MIN_BLOCKED_TOKENS` take their own paths."""
+    sequence lengths outside [`MIN_BLOCKED_TOKENS`, `MAX_BLOCKED_TOKENS`] take their own paths."""
     import lens_positions.components as components
 
     monkeypatch.setattr(components, "MIN_BLOCKED_TOKENS", 40)
@@ -272,5 +273,9 @@ def test_training_takes_the_blocked_attention_unless_the_pattern_is_needed(monke
     assert seen[1] == (None, False)
     seen.clear()
     model(tokens[:, :39], return_type="loss")  # one token short: SDPA
+    assert seen[1][0] != "_CausalAttentionBackward"
+    seen.clear()
+    monkeypatch.setattr(components, "MAX_BLOCKED_TOKENS", 39)  # one token too many: SDPA
+    model(tokens, return_type="loss")
     assert seen[1][0] != "_CausalAttentionBackward"
     model.reset_hooks()
