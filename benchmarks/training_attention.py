@@ -11,6 +11,11 @@ agree to float32 rounding (checked, see the note). 'in training' says whether th
 the node at that length (`MIN_BLOCKED_TOKENS` to `MAX_BLOCKED_TOKENS` tokens; longer ones are
 timed to show why not).
 
+A second table times whole training steps (forward, backward, AdamW) of the per-layer model with
+the library's choice (the blocked node) against the same model with SDPA forced, for the paper's
+size (batch 4 x 512, as benchmarks.vs_hf) and the CPU training config (128d/4h/4L, batch 32 x
+256): the figure a training run sees.
+
 Use ``--clock wall`` too with more than one thread: process CPU time also counts the time a
 waiting OpenMP thread spins between calls, and the blocked node makes more, smaller calls.
 
@@ -27,17 +32,24 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import (
+    PAPER_DIMS,
+    TINY_DIMS,
     Report,
     Setup,
     Skipped,
     Target,
     add_common_args,
+    build_model,
     fmt_ratio,
     interleaved_times,
+    markdown_table,
     median,
     paired_ratio,
+    random_tokens,
     spread,
 )
+from benchmarks.train_step import Trainer
+from lens_positions import components
 from lens_positions.components import MAX_BLOCKED_TOKENS, MIN_BLOCKED_TOKENS, _CausalAttention
 
 #: (batch, pos, heads, d_head): the paper's shape first (the target's), then the CPU training
@@ -45,6 +57,9 @@ from lens_positions.components import MAX_BLOCKED_TOKENS, MIN_BLOCKED_TOKENS, _C
 SHAPES = [(4, 512, 8, 32), (32, 256, 4, 32), (16, 512, 8, 32), (4, 1024, 8, 32), (4, 512, 9, 64)]
 QUICK_SHAPES = [(2, 160, 2, 16)]
 TARGET = 1.0  # the blocked node no slower than SDPA at the paper's shape
+#: (name, dims, batch, pos) of the whole-step comparison.
+STEP_MODELS = [("paper", PAPER_DIMS, 4, 512), ("cpu config", dict(d_model=128, n_heads=4, n_layers=4, d_mlp=512), 32, 256)]
+QUICK_STEP_MODELS = [("tiny", TINY_DIMS, 2, 160)]
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -61,6 +76,33 @@ def _step(fn, inputs: list[torch.Tensor], grad: torch.Tensor):
         return torch.autograd.grad(fn(*inputs), inputs, grad)
 
     return call
+
+
+def _with_sdpa(step):
+    """``step`` with the blocked node switched off (every length below `MIN_BLOCKED_TOKENS`)."""
+
+    def call() -> None:
+        saved = components.MIN_BLOCKED_TOKENS
+        components.MIN_BLOCKED_TOKENS = 1 << 62
+        try:
+            step()
+        finally:
+            components.MIN_BLOCKED_TOKENS = saved
+
+    return call
+
+
+def step_rows(args: argparse.Namespace, setup: Setup, repeats: int) -> list[list[str]]:
+    """Whole per-layer training steps, blocked attention vs SDPA: one row per model size."""
+    rows = []
+    for name, dims, batch, n in QUICK_STEP_MODELS if args.quick else STEP_MODELS:
+        model = build_model("per-layer", dims, n, setup).train()
+        trainer = Trainer(model, lambda t, model=model: model(t, return_type="loss"), random_tokens(batch, n, setup), setup)
+        times = interleaved_times({"sdpa": _with_sdpa(trainer.step), "blocked": trainer.step}, repeats, setup)
+        rows.append([f"{name}, batch {batch} x {n}", f"{median(times['sdpa']) * 1e3:.0f}",
+                     f"{median(times['blocked']) * 1e3:.0f}", fmt_ratio(paired_ratio(times["blocked"], times["sdpa"])),
+                     f"{max(spread(times['sdpa']), spread(times['blocked'])):.0%}"])
+    return rows
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -94,6 +136,9 @@ def run(args: argparse.Namespace) -> Report:
                "spread is the larger (max - min) / median of the two.")
     headers = ["shape", "SDPA ms", "blocked ms", "time vs SDPA", "spread", "in training"]
     notes = [f"outputs and gradients agree to {worst:.1e} of their largest magnitude"]
+    steps = step_rows(args, setup, repeats)
+    notes.append("whole per-layer training steps (ms), SDPA forced vs the library's blocked node:\n\n"
+                 + markdown_table(["model", "SDPA step ms", "blocked step ms", "step vs SDPA", "spread"], steps))
     return Report("Training attention: blocked node vs SDPA", setting, headers, rows, notes, targets)
 
 

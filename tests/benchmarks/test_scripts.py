@@ -158,13 +158,17 @@ def test_step_profile_quick_lists_ops_and_totals():
 
 def test_training_attention_quick_compares_the_blocked_node_with_sdpa():
     """One shape (several query blocks), both candidates timed, their results agreeing to
-    float32 rounding; a GPU run is skipped with the reason."""
+    float32 rounding, and whole training steps with each; a GPU run is skipped with the reason."""
     from benchmarks import training_attention
 
     report = training_attention.main(["--quick"])
     _check_table(report)
     assert [r[0] for r in report.rows] == ["2 x 160 x 2 x 16"]
     assert float(report.notes[0].split("agree to ")[1].split(" of")[0]) < 1e-5
+    assert "| tiny, batch 2 x 160 |" in report.notes[1]  # the whole-step comparison
+    from lens_positions import components
+
+    assert components.MIN_BLOCKED_TOKENS == 128  # restored after the SDPA candidate
     with pytest.raises(common.Skipped, match="--device cpu"):
         training_attention.run(argparse.Namespace(device="cuda", quick=True, repeats=1, threads=1, compile=False,
                                                   peak_tflops=1.0, seed=0, clock="auto"))
