@@ -142,6 +142,21 @@ def random_tokens(batch: int, seq: int, setup: Setup, vocab: int = 257) -> torch
 
 
 # ---------------------------------------------------------------------------------------- timing
+def with_attribute(owner: object, name: str, value: object, fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` wrapped to run with ``owner.name`` set to ``value`` and restored afterwards (a
+    candidate that switches one library path off, such as a hint or a fused node)."""
+
+    def call() -> object:
+        saved = getattr(owner, name)
+        setattr(owner, name, value)
+        try:
+            return fn()
+        finally:
+            setattr(owner, name, saved)
+
+    return call
+
+
 def interleaved_times(
     candidates: dict[str, Callable[[], object]], repeats: int, setup: Setup, warmup: int = 1
 ) -> dict[str, list[float]]:

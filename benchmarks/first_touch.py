@@ -39,6 +39,7 @@ from benchmarks.common import (
     model_config,
     paired_ratio,
     spread,
+    with_attribute,
 )
 from lens_positions import components, memory
 from lens_positions.components import Attention
@@ -53,16 +54,7 @@ def _plain_empty(shape, dtype, device):
 
 def _with_hint(enabled: bool, fn):
     """``fn`` run with the attention's allocator hinted (the library's) or plain ``torch.empty``."""
-
-    def call():
-        saved = components.large_empty
-        components.large_empty = memory.large_empty if enabled else _plain_empty
-        try:
-            return fn()
-        finally:
-            components.large_empty = saved
-
-    return call
+    return with_attribute(components, "large_empty", memory.large_empty if enabled else _plain_empty, fn)
 
 
 def run(args: argparse.Namespace) -> Report:

@@ -47,6 +47,7 @@ from benchmarks.common import (
     paired_ratio,
     random_tokens,
     spread,
+    with_attribute,
 )
 from benchmarks.train_step import Trainer
 from lens_positions import components
@@ -80,16 +81,7 @@ def _step(fn, inputs: list[torch.Tensor], grad: torch.Tensor):
 
 def _with_sdpa(step):
     """``step`` with the blocked node switched off (every length below `MIN_BLOCKED_TOKENS`)."""
-
-    def call() -> None:
-        saved = components.MIN_BLOCKED_TOKENS
-        components.MIN_BLOCKED_TOKENS = 1 << 62
-        try:
-            step()
-        finally:
-            components.MIN_BLOCKED_TOKENS = saved
-
-    return call
+    return with_attribute(components, "MIN_BLOCKED_TOKENS", 1 << 62, step)
 
 
 def step_rows(args: argparse.Namespace, setup: Setup, repeats: int) -> list[list[str]]:
